@@ -1,0 +1,324 @@
+//! Who is calling: static API keys (full access) or HS256 JWTs with a required `exp` and an
+//! optional `resource` claim that binds the token to one call or conference.
+//!
+//! Tokens are compared in constant time and never logged.
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::config::AuthSettings;
+use crate::domain::{CallId, ConferenceId, Resource};
+
+/// What an authenticated caller may open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Only(Resource),
+}
+
+/// The authenticated caller, put in the request's extensions by [`require_token`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub scope: Scope,
+    /// When the token stops being valid (seconds since the epoch); `None` for API keys.
+    pub expires_at: Option<u64>,
+}
+
+impl Principal {
+    /// Allows `resource` unless the token is bound to another one.
+    pub fn authorize(&self, resource: &Resource) -> Result<(), ApiError> {
+        match &self.scope {
+            Scope::All => Ok(()),
+            Scope::Only(own) if own == resource => Ok(()),
+            Scope::Only(_) => Err(ApiError::permission_denied(format!(
+                "this token does not open {resource}"
+            ))),
+        }
+    }
+
+    /// Allows what concerns no single resource (lists, creation): only unbound tokens.
+    pub fn authorize_any(&self) -> Result<(), ApiError> {
+        match self.scope {
+            Scope::All => Ok(()),
+            Scope::Only(_) => Err(ApiError::permission_denied(
+                "this token is bound to one resource",
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    exp: u64,
+    #[serde(default)]
+    resource: Option<String>,
+}
+
+/// Checks tokens against the configured keys and secret.
+#[derive(Clone)]
+pub struct Authenticator {
+    api_keys: Vec<String>,
+    jwt: Option<(DecodingKey, Validation)>,
+    disabled: bool,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("api_keys", &self.api_keys.len())
+            .field("jwt", &self.jwt.is_some())
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+impl Authenticator {
+    pub fn new(settings: &AuthSettings) -> Authenticator {
+        let jwt = settings.jwt_secret.as_ref().map(|secret| {
+            let mut validation = Validation::new(Algorithm::HS256);
+            validation.set_required_spec_claims(&["exp"]);
+            // A little room for clock skew between the token issuer and this host.
+            validation.leeway = 5;
+            (DecodingKey::from_secret(secret.as_bytes()), validation)
+        });
+        Authenticator {
+            api_keys: settings.api_keys.clone(),
+            jwt,
+            disabled: settings.disabled,
+        }
+    }
+
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Principal, ApiError> {
+        if self.disabled {
+            return Ok(Principal {
+                scope: Scope::All,
+                expires_at: None,
+            });
+        }
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(ApiError::authentication_required)?;
+        if self
+            .api_keys
+            .iter()
+            .any(|key| constant_time_eq(key.as_bytes(), token.as_bytes()))
+        {
+            return Ok(Principal {
+                scope: Scope::All,
+                expires_at: None,
+            });
+        }
+        let Some((key, validation)) = &self.jwt else {
+            return Err(ApiError::invalid_credentials("the token is not valid"));
+        };
+        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ApiError::invalid_credentials("the token has expired")
+                }
+                _ => ApiError::invalid_credentials("the token is not valid"),
+            })?
+            .claims;
+        let scope = match claims.resource.as_deref() {
+            None | Some("*") => Scope::All,
+            Some(resource) => Scope::Only(parse_resource(resource).ok_or_else(|| {
+                ApiError::invalid_credentials("the token's resource claim is not valid")
+            })?),
+        };
+        Ok(Principal {
+            scope,
+            expires_at: Some(claims.exp),
+        })
+    }
+}
+
+fn parse_resource(claim: &str) -> Option<Resource> {
+    let (kind, id) = claim.split_once(':')?;
+    match kind {
+        "call" => CallId::parse(id).ok().map(Resource::Call),
+        "conference" => ConferenceId::parse(id).ok().map(Resource::Conference),
+        _ => None,
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token of a request: `Authorization: Bearer …`, else `?token=…`.
+fn token_of(req: &Request) -> Option<String> {
+    if let Some(value) = req.headers().get(AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
+    }
+    let query = req.uri().query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find_map(|(k, v)| (k == "token").then(|| v.into_owned()))
+}
+
+/// Middleware for every `/v1.0` route: authenticates, or answers 401 before any handler runs.
+pub async fn require_token(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let principal = state.auth.authenticate(token_of(&req).as_deref())?;
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const KEY: &str = "key-0123456789abcdef";
+
+    fn auth() -> Authenticator {
+        Authenticator::new(&AuthSettings {
+            api_keys: vec![KEY.into()],
+            jwt_secret: Some(SECRET.into()),
+            disabled: false,
+        })
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+    }
+
+    fn jwt(claims: serde_json::Value, secret: &str) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("encode")
+    }
+
+    fn call(id: &str) -> Resource {
+        Resource::Call(CallId::parse(id).expect("id"))
+    }
+
+    #[test]
+    fn api_keys_open_everything() {
+        let p = auth().authenticate(Some(KEY)).expect("ok");
+        assert_eq!(p.scope, Scope::All);
+        assert!(p.authorize_any().is_ok());
+    }
+
+    #[test]
+    fn missing_and_wrong_tokens_are_401_with_their_reason() {
+        let a = auth();
+        assert_eq!(
+            a.authenticate(None).expect_err("none").reason,
+            "AUTHENTICATION_REQUIRED"
+        );
+        assert_eq!(
+            a.authenticate(Some("")).expect_err("empty").reason,
+            "AUTHENTICATION_REQUIRED"
+        );
+        for bad in ["nope", "key-0123456789abcdeX", "a.b.c"] {
+            let e = a.authenticate(Some(bad)).expect_err("bad");
+            assert_eq!((e.status.as_u16(), e.reason), (401, "INVALID_CREDENTIALS"));
+        }
+    }
+
+    #[test]
+    fn jwts_need_the_secret_and_an_unexpired_exp() {
+        let a = auth();
+        let ok = jwt(serde_json::json!({"exp": now() + 60}), SECRET);
+        let p = a.authenticate(Some(&ok)).expect("valid");
+        assert_eq!(p.scope, Scope::All);
+        assert_eq!(p.expires_at, Some(now() + 60));
+
+        let wrong_secret = jwt(
+            serde_json::json!({"exp": now() + 60}),
+            "another-secret-of-32-characters!!",
+        );
+        assert!(a.authenticate(Some(&wrong_secret)).is_err());
+
+        let expired = jwt(serde_json::json!({"exp": now() - 120}), SECRET);
+        let e = a.authenticate(Some(&expired)).expect_err("expired");
+        assert_eq!(e.message, "the token has expired");
+
+        let no_exp = jwt(serde_json::json!({"resource": "*"}), SECRET);
+        assert!(a.authenticate(Some(&no_exp)).is_err());
+    }
+
+    #[test]
+    fn a_bound_token_opens_only_its_resource() {
+        let a = auth();
+        let token = jwt(
+            serde_json::json!({"exp": now() + 60, "resource": "call:c1"}),
+            SECRET,
+        );
+        let p = a.authenticate(Some(&token)).expect("valid");
+        assert!(p.authorize(&call("c1")).is_ok());
+        assert_eq!(
+            p.authorize(&call("c2")).expect_err("other").reason,
+            "PERMISSION_DENIED"
+        );
+        let conf = Resource::Conference(ConferenceId::parse("c1").expect("id"));
+        assert!(p.authorize(&conf).is_err());
+        assert!(p.authorize_any().is_err());
+    }
+
+    #[test]
+    fn a_malformed_resource_claim_is_refused() {
+        let token = jwt(
+            serde_json::json!({"exp": now() + 60, "resource": "channel:x"}),
+            SECRET,
+        );
+        assert!(auth().authenticate(Some(&token)).is_err());
+    }
+
+    #[test]
+    fn disabled_auth_lets_everyone_in() {
+        let a = Authenticator::new(&AuthSettings {
+            disabled: true,
+            ..AuthSettings::default()
+        });
+        assert_eq!(a.authenticate(None).expect("open").scope, Scope::All);
+    }
+
+    #[test]
+    fn tokens_come_from_the_header_or_the_query() {
+        let req = |uri: &str, header: Option<&str>| {
+            let mut b = axum::http::Request::builder().uri(uri);
+            if let Some(h) = header {
+                b = b.header(AUTHORIZATION, h);
+            }
+            b.body(axum::body::Body::empty()).expect("request")
+        };
+        assert_eq!(
+            token_of(&req("/x?token=a%2Bb", None)).as_deref(),
+            Some("a+b")
+        );
+        assert_eq!(
+            token_of(&req("/x?a=1&token=t&b=2", None)).as_deref(),
+            Some("t")
+        );
+        assert_eq!(
+            token_of(&req("/x", Some("Bearer abc"))).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(token_of(&req("/x", Some("Basic abc"))), None);
+        assert_eq!(token_of(&req("/x", None)), None);
+    }
+}

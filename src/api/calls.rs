@@ -1,0 +1,61 @@
+//! `GET /v1.0/calls` and `GET /v1.0/calls/{id}`.
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use serde::Serialize;
+
+use super::{ApiError, ApiPath, AppState, Principal};
+use crate::ari::Channel;
+use crate::ari::model::CallerId;
+use crate::domain::{CallId, Resource};
+
+#[derive(Debug, Serialize)]
+pub struct CallView {
+    id: String,
+    name: String,
+    state: String,
+    caller: CallerId,
+    created: String,
+    stream_ids: Vec<String>,
+    external_media_ids: Vec<String>,
+}
+
+impl From<Channel> for CallView {
+    fn from(c: Channel) -> CallView {
+        CallView {
+            id: c.id,
+            name: c.name,
+            state: c.state,
+            caller: c.caller,
+            created: c.creationtime,
+            // Media streams and external medias are not built yet: none can exist.
+            stream_ids: Vec::new(),
+            external_media_ids: Vec::new(),
+        }
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.authorize_any()?;
+    let calls: Vec<CallView> = state
+        .registry
+        .calls()
+        .into_iter()
+        .map(CallView::from)
+        .collect();
+    Ok(Json(serde_json::json!({ "result": calls })))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<CallView>, ApiError> {
+    let id = CallId::parse(&id)?;
+    principal.authorize(&Resource::Call(id.clone()))?;
+    let channel = state.registry.find_call(&id).await?;
+    Ok(Json(channel.into()))
+}

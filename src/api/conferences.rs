@@ -1,0 +1,128 @@
+//! Conferences: list, read, create, destroy, add and remove calls.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, ApiPath, AppState, Principal};
+use crate::ari::Bridge;
+use crate::domain::{CallId, ConferenceId, Resource};
+
+#[derive(Debug, Serialize)]
+pub struct ConferenceView {
+    id: String,
+    name: String,
+    call_ids: Vec<String>,
+    stream_ids: Vec<String>,
+    external_media_ids: Vec<String>,
+}
+
+impl From<Bridge> for ConferenceView {
+    fn from(b: Bridge) -> ConferenceView {
+        ConferenceView {
+            id: b.id,
+            name: b.name,
+            call_ids: b
+                .channels
+                .into_iter()
+                .filter(|c| !c.starts_with(crate::domain::INTERNAL_PREFIX))
+                .collect(),
+            // Media streams and external medias are not built yet: none can exist.
+            stream_ids: Vec::new(),
+            external_media_ids: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConference {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.authorize_any()?;
+    let conferences: Vec<ConferenceView> = state
+        .registry
+        .conferences()
+        .into_iter()
+        .map(ConferenceView::from)
+        .collect();
+    Ok(Json(serde_json::json!({ "result": conferences })))
+}
+
+fn conference_id(id: &str, principal: &Principal) -> Result<ConferenceId, ApiError> {
+    let id = ConferenceId::parse(id)?;
+    principal.authorize(&Resource::Conference(id.clone()))?;
+    Ok(id)
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ConferenceView>, ApiError> {
+    let id = conference_id(&id, &principal)?;
+    Ok(Json(state.registry.find_conference(&id).await?.into()))
+}
+
+/// The body is optional: no body, `{}` and `{"name": "..."}` are all fine.
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ConferenceView>), ApiError> {
+    principal.authorize_any()?;
+    let request: CreateConference = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateConference::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid_argument(format!("body: {e}")))?
+    };
+    let name = request.name.unwrap_or_default();
+    if name.len() > 256 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid_argument(
+            "name: at most 256 characters, no control characters",
+        ));
+    }
+    let bridge = state.registry.create_conference(&name).await?;
+    Ok((StatusCode::CREATED, Json(bridge.into())))
+}
+
+pub async fn destroy(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = conference_id(&id, &principal)?;
+    state.registry.destroy_conference(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn add_call(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath((id, call_id)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id = conference_id(&id, &principal)?;
+    let call_id = CallId::parse(&call_id)?;
+    state.registry.add_call(&id, &call_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn remove_call(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiPath((id, call_id)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id = conference_id(&id, &principal)?;
+    let call_id = CallId::parse(&call_id)?;
+    state.registry.remove_call(&id, &call_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

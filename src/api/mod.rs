@@ -1,0 +1,102 @@
+//! The HTTP API: routes, authentication, JSON errors. Handlers are thin: they check input and
+//! permissions, call the session layer, and render its answer.
+
+mod auth;
+mod calls;
+mod conferences;
+mod error;
+mod health;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use tokio::sync::watch;
+
+pub use auth::{Authenticator, Principal, Scope};
+pub use error::ApiError;
+
+use crate::session::Registry;
+use crate::telemetry::{HttpLabels, Metrics};
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub auth: Authenticator,
+    pub metrics: Arc<Metrics>,
+    /// `true` while the ARI event socket is connected.
+    pub ari_connected: watch::Receiver<bool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/calls", get(calls::list))
+        .route("/calls/{id}", get(calls::get))
+        .route(
+            "/conferences",
+            get(conferences::list).post(conferences::create),
+        )
+        .route(
+            "/conferences/{id}",
+            get(conferences::get).delete(conferences::destroy),
+        )
+        .route(
+            "/conferences/{id}/calls/{call_id}",
+            axum::routing::post(conferences::add_call).delete(conferences::remove_call),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .nest("/v1.0", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+/// `Path`, with its rejections (bad percent-encoding, wrong arity) as JSON errors.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+async fn not_found() -> ApiError {
+    ApiError::route_not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// Counts every answer by route pattern; logs at debug without the query (it may hold a token).
+async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    tracing::debug!(%method, %route, status, "http request");
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            route,
+            method,
+            status,
+        })
+        .inc();
+    response
+}

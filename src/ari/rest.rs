@@ -1,0 +1,343 @@
+//! A thin typed client for ARI's REST resources. One method per Asterisk operation; no state
+//! beyond the connection pool, no retries (callers decide).
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::model::{Bridge, Channel};
+use crate::config::AriSettings;
+
+/// An ARI call that did not succeed. Keeps Asterisk's own status and message.
+#[derive(Debug, thiserror::Error)]
+pub enum AriError {
+    /// Asterisk could not be reached or did not answer in time.
+    #[error("Asterisk is unreachable: {0}")]
+    Unavailable(#[source] reqwest::Error),
+    /// Asterisk answered with an error status.
+    #[error("Asterisk answered {status}: {message}")]
+    Status { status: StatusCode, message: String },
+    /// Asterisk answered 2xx with a body that is not what ARI documents.
+    #[error("Asterisk's answer could not be read: {0}")]
+    Decode(#[source] reqwest::Error),
+}
+
+impl AriError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            AriError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(StatusCode::NOT_FOUND)
+    }
+}
+
+/// Arguments of `POST /channels/externalMedia`.
+#[derive(Debug, Clone)]
+pub struct ExternalMediaParams<'a> {
+    pub channel_id: &'a str,
+    pub app: &'a str,
+    pub external_host: &'a str,
+    pub encapsulation: &'a str,
+    pub transport: &'a str,
+    pub format: &'a str,
+    pub direction: &'a str,
+    /// For AudioSocket: the UUID Asterisk sends first on the TCP connection.
+    pub data: Option<&'a str>,
+}
+
+/// Arguments of `POST /channels` (originate), used by tests and tools.
+#[derive(Debug, Clone, Default)]
+pub struct OriginateParams<'a> {
+    pub endpoint: &'a str,
+    pub app: &'a str,
+    pub app_args: Option<&'a str>,
+    pub channel_id: Option<&'a str>,
+    /// Channel variables, set on the originated channel.
+    pub variables: &'a [(&'a str, &'a str)],
+}
+
+#[derive(Clone, Debug)]
+pub struct AriClient {
+    http: reqwest::Client,
+    /// `<ari.url>/ari/`, always ending in a slash so that joins append.
+    base: reqwest::Url,
+    username: String,
+    password: String,
+}
+
+impl AriClient {
+    pub fn new(settings: &AriSettings) -> AriClient {
+        let mut base = settings.url.clone();
+        let path = format!("{}/ari/", base.path().trim_end_matches('/'));
+        base.set_path(&path);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .expect("a client without custom TLS roots always builds");
+        AriClient {
+            http,
+            base,
+            username: settings.username.clone(),
+            password: settings.password.clone(),
+        }
+    }
+
+    /// The `ws://…/ari/events` URL for `app`, without credentials.
+    pub fn events_url(&self, app: &str) -> reqwest::Url {
+        let mut url = self.base.join("events").expect("constant path joins");
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme)
+            .expect("ws and wss are valid schemes");
+        url.query_pairs_mut()
+            .append_pair("app", app)
+            .append_pair("subscribeAll", "false");
+        url
+    }
+
+    /// The `Authorization` header value for the events WebSocket.
+    pub fn basic_auth_header(&self) -> String {
+        use base64::Engine;
+        let raw = format!("{}:{}", self.username, self.password);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        // Ids come validated from the domain types or from Asterisk itself; joining encodes
+        // anything a URL path cannot hold.
+        let url = self.base.join(path).expect("relative ARI paths join");
+        self.http
+            .request(method, url)
+            .basic_auth(&self.username, Some(&self.password))
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, AriError> {
+        let resp = req.send().await.map_err(AriError::Unavailable)?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+            .unwrap_or(body);
+        Err(AriError::Status { status, message })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, AriError> {
+        self.send(req).await?.json().await.map_err(AriError::Decode)
+    }
+
+    async fn empty(&self, req: reqwest::RequestBuilder) -> Result<(), AriError> {
+        self.send(req).await.map(drop)
+    }
+
+    pub async fn asterisk_info(&self) -> Result<serde_json::Value, AriError> {
+        self.json(self.request(Method::GET, "asterisk/info")).await
+    }
+
+    pub async fn channels(&self) -> Result<Vec<Channel>, AriError> {
+        self.json(self.request(Method::GET, "channels")).await
+    }
+
+    pub async fn channel(&self, id: &str) -> Result<Channel, AriError> {
+        self.json(self.request(Method::GET, &format!("channels/{}", seg(id))))
+            .await
+    }
+
+    pub async fn answer(&self, id: &str) -> Result<(), AriError> {
+        self.empty(self.request(Method::POST, &format!("channels/{}/answer", seg(id))))
+            .await
+    }
+
+    pub async fn hangup(&self, id: &str) -> Result<(), AriError> {
+        self.empty(self.request(Method::DELETE, &format!("channels/{}", seg(id))))
+            .await
+    }
+
+    pub async fn send_dtmf(&self, id: &str, dtmf: &str) -> Result<(), AriError> {
+        self.empty(
+            self.request(Method::POST, &format!("channels/{}/dtmf", seg(id)))
+                .query(&[("dtmf", dtmf)]),
+        )
+        .await
+    }
+
+    /// Starts a snoop channel on `id` that enters `app`.
+    pub async fn snoop(
+        &self,
+        id: &str,
+        snoop_id: &str,
+        app: &str,
+        spy: &str,
+        whisper: &str,
+    ) -> Result<Channel, AriError> {
+        self.json(
+            self.request(
+                Method::POST,
+                &format!("channels/{}/snoop/{}", seg(id), seg(snoop_id)),
+            )
+            .query(&[("app", app), ("spy", spy), ("whisper", whisper)]),
+        )
+        .await
+    }
+
+    pub async fn external_media(&self, p: &ExternalMediaParams<'_>) -> Result<Channel, AriError> {
+        let mut query = vec![
+            ("channelId", p.channel_id),
+            ("app", p.app),
+            ("external_host", p.external_host),
+            ("encapsulation", p.encapsulation),
+            ("transport", p.transport),
+            ("connection_type", "client"),
+            ("format", p.format),
+            ("direction", p.direction),
+        ];
+        if let Some(data) = p.data {
+            query.push(("data", data));
+        }
+        self.json(
+            self.request(Method::POST, "channels/externalMedia")
+                .query(&query),
+        )
+        .await
+    }
+
+    pub async fn originate(&self, p: &OriginateParams<'_>) -> Result<Channel, AriError> {
+        let mut query = vec![("endpoint", p.endpoint), ("app", p.app)];
+        if let Some(args) = p.app_args {
+            query.push(("appArgs", args));
+        }
+        if let Some(id) = p.channel_id {
+            query.push(("channelId", id));
+        }
+        let variables: serde_json::Map<String, serde_json::Value> = p
+            .variables
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
+        self.json(
+            self.request(Method::POST, "channels")
+                .query(&query)
+                .json(&serde_json::json!({ "variables": variables })),
+        )
+        .await
+    }
+
+    pub async fn bridges(&self) -> Result<Vec<Bridge>, AriError> {
+        self.json(self.request(Method::GET, "bridges")).await
+    }
+
+    pub async fn bridge(&self, id: &str) -> Result<Bridge, AriError> {
+        self.json(self.request(Method::GET, &format!("bridges/{}", seg(id))))
+            .await
+    }
+
+    /// Creates a mixing bridge with the given id.
+    pub async fn create_bridge(&self, id: &str, name: &str) -> Result<Bridge, AriError> {
+        self.json(self.request(Method::POST, "bridges").query(&[
+            ("type", "mixing"),
+            ("bridgeId", id),
+            ("name", name),
+        ]))
+        .await
+    }
+
+    pub async fn destroy_bridge(&self, id: &str) -> Result<(), AriError> {
+        self.empty(self.request(Method::DELETE, &format!("bridges/{}", seg(id))))
+            .await
+    }
+
+    pub async fn add_channel(&self, bridge: &str, channel: &str) -> Result<(), AriError> {
+        self.empty(
+            self.request(Method::POST, &format!("bridges/{}/addChannel", seg(bridge)))
+                .query(&[("channel", channel)]),
+        )
+        .await
+    }
+
+    pub async fn remove_channel(&self, bridge: &str, channel: &str) -> Result<(), AriError> {
+        self.empty(
+            self.request(
+                Method::POST,
+                &format!("bridges/{}/removeChannel", seg(bridge)),
+            )
+            .query(&[("channel", channel)]),
+        )
+        .await
+    }
+
+    /// Subscribes `app` to an event source; `bridge:` alone means every bridge.
+    pub async fn subscribe(&self, app: &str, source: &str) -> Result<(), AriError> {
+        self.empty(
+            self.request(
+                Method::POST,
+                &format!("applications/{}/subscription", seg(app)),
+            )
+            .query(&[("eventSource", source)]),
+        )
+        .await
+    }
+}
+
+/// Percent-encodes one path segment.
+fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(url: &str) -> AriClient {
+        AriClient::new(&AriSettings {
+            url: url.parse().expect("url"),
+            username: "u".into(),
+            password: "p".into(),
+            app: "a".into(),
+        })
+    }
+
+    #[test]
+    fn urls_keep_a_path_prefix_and_map_the_scheme() {
+        let c = client("http://127.0.0.1:8088");
+        assert_eq!(
+            c.events_url("ms").as_str(),
+            "ws://127.0.0.1:8088/ari/events?app=ms&subscribeAll=false"
+        );
+        let c = client("https://pbx.example/asterisk/");
+        assert_eq!(
+            c.events_url("ms").as_str(),
+            "wss://pbx.example/asterisk/ari/events?app=ms&subscribeAll=false"
+        );
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(seg("abc-1.2_x"), "abc-1.2_x");
+        assert_eq!(seg("a;2/../b"), "a%3B2%2F..%2Fb");
+    }
+
+    #[test]
+    fn basic_auth_is_base64() {
+        assert_eq!(client("http://h").basic_auth_header(), "Basic dTpw");
+    }
+}

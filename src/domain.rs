@@ -1,0 +1,123 @@
+//! Identities and small value types shared by every layer. No behaviour beyond validation.
+
+use std::fmt;
+
+/// The prefix of every Asterisk object the service creates for itself (snoop and externalMedia
+/// channels, private bridges). Such objects are never reported as calls or conferences, and a
+/// restart removes the ones a previous run left behind.
+pub const INTERNAL_PREFIX: &str = "mediastream-";
+
+/// Why an id from a URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a valid id: 1 to 128 characters of letters, digits, `.`, `_`, `-`, `;`")]
+pub struct InvalidId(pub String);
+
+fn check_id(s: &str) -> Result<(), InvalidId> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b';'));
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidId(s.chars().take(140).collect()))
+    }
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(s: &str) -> Result<Self, InvalidId> {
+                check_id(s)?;
+                Ok(Self(s.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// Whether the service created this object for its own use.
+            pub fn is_internal(&self) -> bool {
+                self.0.starts_with(INTERNAL_PREFIX)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A call: the ARI id of an Asterisk channel.
+    CallId
+);
+id_type!(
+    /// A conference: the ARI id of an Asterisk mixing bridge.
+    ConferenceId
+);
+
+/// What a token or a request is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    Call(CallId),
+    Conference(ConferenceId),
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resource::Call(id) => write!(f, "call:{id}"),
+            Resource::Conference(id) => write!(f, "conference:{id}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_accept_asterisk_shapes() {
+        for ok in [
+            "1732551234.17",
+            "652af662-eb45-11ee-b1a5-6fde165f9226",
+            "mediastream-snoop-1",
+            "ext-1;2",
+            "a",
+        ] {
+            assert!(CallId::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn ids_refuse_what_could_escape_a_url_or_log() {
+        let long = "x".repeat(129);
+        for bad in ["", "a/b", "a b", "a?b", "..%2f", "é", "a\nb", long.as_str()] {
+            assert!(CallId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn internal_ids_are_recognised() {
+        assert!(
+            ConferenceId::parse("mediastream-bridge-1")
+                .expect("id")
+                .is_internal()
+        );
+        assert!(!ConferenceId::parse("conf-1").expect("id").is_internal());
+    }
+
+    #[test]
+    fn resources_print_as_token_claims() {
+        let call = Resource::Call(CallId::parse("c1").expect("id"));
+        assert_eq!(call.to_string(), "call:c1");
+    }
+}

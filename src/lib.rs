@@ -1,0 +1,86 @@
+//! ari-mediastream: a service beside Asterisk that lets API clients reach calls and
+//! conferences over HTTP and WebSocket, without SIP.
+//!
+//! ```text
+//!   HTTP clients ──► api ──► session ──► ari ──► Asterisk (REST + /ari/events)
+//!                     │         │
+//!                     └─────────┴──► config, domain, telemetry (leaves, used by all)
+//! ```
+//!
+//! Dependencies point one way: `api` uses `session`, `session` uses `ari`; nothing uses `api`.
+//! [`run`] wires them together: one event task keeps the ARI socket, one task applies its
+//! events to the [`session::Registry`], and axum serves the API until the shutdown token fires.
+
+pub mod api;
+pub mod ari;
+pub mod config;
+pub mod domain;
+pub mod session;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ari::AriClient;
+use crate::ari::events::EventStream;
+use crate::config::Settings;
+use crate::session::Registry;
+use crate::telemetry::Metrics;
+
+/// Serves the API on `listener` until `shutdown` fires, then drains: stop accepting, finish
+/// in-flight requests, close the ARI socket, wait for every task.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let ari = AriClient::new(&settings.ari);
+    let (connected_tx, connected_rx) = watch::channel(false);
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(Registry::new(
+        settings.ari.app.clone(),
+        ari.clone(),
+        metrics.clone(),
+    ));
+
+    // Background tasks outlive the HTTP server by a little: they stop after it has drained.
+    let background = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    tracker.spawn(
+        EventStream {
+            ari: ari.clone(),
+            app: settings.ari.app.clone(),
+            metrics: metrics.clone(),
+            connected: connected_tx,
+            out: events_tx,
+        }
+        .run(background.clone()),
+    );
+    tracker.spawn(registry.clone().run(events_rx, background.clone()));
+    tracker.close();
+
+    let state = api::AppState {
+        registry,
+        auth: api::Authenticator::new(&settings.auth),
+        metrics,
+        ari_connected: connected_rx,
+    };
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        ari = %settings.ari.url,
+        app = %settings.ari.app,
+        "serving"
+    );
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    tracing::info!("HTTP server drained; closing the ARI socket");
+    background.cancel();
+    tracker.wait().await;
+    served
+}

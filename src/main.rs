@@ -1,0 +1,94 @@
+//! The `ari-mediastream` binary: parse the command line, load and validate the settings, set up
+//! logging, serve until SIGTERM or SIGINT, drain, exit 0.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use ari_mediastream::config::Settings;
+use ari_mediastream::telemetry::{self, LogFormat};
+
+/// Streams Asterisk call and conference audio to API clients over WebSocket.
+///
+/// Settings come from built-in defaults, then the TOML file, then environment variables
+/// MEDIASTREAM__SECTION__KEY (for example MEDIASTREAM__ARI__URL).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// TOML configuration file [default: mediastream.toml, if present]
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log line format; the level follows RUST_LOG (default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("ari-mediastream: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ari-mediastream: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(settings))
+}
+
+async fn serve(settings: Settings) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(settings.http.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listen = %settings.http.listen, error = %e, "http.listen: cannot bind");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal(shutdown.clone()));
+    match ari_mediastream::run(settings, listener, shutdown).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Fires `shutdown` on SIGTERM or SIGINT.
+async fn signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

@@ -1,0 +1,8 @@
+//! The service's view of Asterisk's calls and conferences, and the operations on them.
+//!
+//! [`Registry`] is fed by ARI events and reconciled from ARI's REST view on every (re)connect.
+//! It owns no socket: the event task in `ari::events` does.
+
+mod registry;
+
+pub use registry::{Registry, SessionError};

@@ -1,0 +1,369 @@
+//! Calls and conferences as Asterisk last told us.
+//!
+//! A call is a channel in the service's Stasis application; a conference is a mixing bridge.
+//! Objects the service creates for itself (ids starting with `mediastream-`) are never either.
+//! Events update the maps one at a time; after every (re)connect the maps are replaced by what
+//! `GET /channels` and `GET /bridges` say, so a missed event heals at the next reconnect.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ari::events::StreamItem;
+use crate::ari::{AriClient, AriError, Bridge, Channel, Event};
+use crate::domain::{CallId, ConferenceId, INTERNAL_PREFIX};
+use crate::telemetry::Metrics;
+
+/// Why an operation on a call or conference did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("call {0} not found")]
+    CallNotFound(CallId),
+    #[error("conference {0} not found")]
+    ConferenceNotFound(ConferenceId),
+    /// Asterisk refused because of the object's state (422, 409), e.g. a call not in Stasis.
+    #[error("{0}")]
+    StateInvalid(String),
+    #[error(transparent)]
+    Asterisk(#[from] AriError),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    calls: HashMap<String, Channel>,
+    conferences: HashMap<String, Bridge>,
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    app: String,
+    ari: AriClient,
+    metrics: Arc<Metrics>,
+    /// Short critical sections only; never held across an await.
+    state: Mutex<State>,
+}
+
+fn internal(id: &str) -> bool {
+    id.starts_with(INTERNAL_PREFIX)
+}
+
+fn is_conference(bridge: &Bridge) -> bool {
+    bridge.is_mixing() && !internal(&bridge.id)
+}
+
+impl Registry {
+    pub fn new(app: String, ari: AriClient, metrics: Arc<Metrics>) -> Registry {
+        Registry {
+            app,
+            ari,
+            metrics,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn ari(&self) -> &AriClient {
+        &self.ari
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain maps behind, still consistent enough to
+        // read; the next reconcile replaces them anyway.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Calls in the application, oldest first.
+    pub fn calls(&self) -> Vec<Channel> {
+        let mut calls: Vec<Channel> = self.lock().calls.values().cloned().collect();
+        calls.sort_by(|a, b| (&a.creationtime, &a.id).cmp(&(&b.creationtime, &b.id)));
+        calls
+    }
+
+    /// Conferences, oldest first.
+    pub fn conferences(&self) -> Vec<Bridge> {
+        let mut bridges: Vec<Bridge> = self.lock().conferences.values().cloned().collect();
+        bridges.sort_by(|a, b| (&a.creationtime, &a.id).cmp(&(&b.creationtime, &b.id)));
+        bridges
+    }
+
+    /// A call by id: from the registry, else from Asterisk (a channel owned by another
+    /// application or running dialplan is a valid call too).
+    pub async fn find_call(&self, id: &CallId) -> Result<Channel, SessionError> {
+        if id.is_internal() {
+            return Err(SessionError::CallNotFound(id.clone()));
+        }
+        if let Some(call) = self.lock().calls.get(id.as_str()) {
+            return Ok(call.clone());
+        }
+        match self.ari.channel(id.as_str()).await {
+            Ok(channel) => Ok(channel),
+            Err(e) if e.is_not_found() => Err(SessionError::CallNotFound(id.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A conference by id: from the registry, else from Asterisk.
+    pub async fn find_conference(&self, id: &ConferenceId) -> Result<Bridge, SessionError> {
+        let not_found = || SessionError::ConferenceNotFound(id.clone());
+        if id.is_internal() {
+            return Err(not_found());
+        }
+        if let Some(bridge) = self.lock().conferences.get(id.as_str()) {
+            return Ok(bridge.clone());
+        }
+        match self.ari.bridge(id.as_str()).await {
+            Ok(bridge) if bridge.is_mixing() => Ok(bridge),
+            Ok(_) => Err(not_found()),
+            Err(e) if e.is_not_found() => Err(not_found()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates a mixing bridge. Its id is a fresh UUID, not `mediastream-…`: a conference
+    /// belongs to the user and outlives the service.
+    pub async fn create_conference(&self, name: &str) -> Result<Bridge, SessionError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let bridge = self.ari.create_bridge(&id, name).await?;
+        self.upsert_conference(bridge.clone());
+        Ok(bridge)
+    }
+
+    pub async fn destroy_conference(&self, id: &ConferenceId) -> Result<(), SessionError> {
+        self.find_conference(id).await?;
+        match self.ari.destroy_bridge(id.as_str()).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => return Err(SessionError::ConferenceNotFound(id.clone())),
+            Err(e) => return Err(e.into()),
+        }
+        self.lock().conferences.remove(id.as_str());
+        self.update_gauges();
+        Ok(())
+    }
+
+    pub async fn add_call(&self, conf: &ConferenceId, call: &CallId) -> Result<(), SessionError> {
+        self.find_conference(conf).await?;
+        self.find_call(call).await?;
+        self.ari
+            .add_channel(conf.as_str(), call.as_str())
+            .await
+            .map_err(|e| state_error(e, conf))
+    }
+
+    pub async fn remove_call(
+        &self,
+        conf: &ConferenceId,
+        call: &CallId,
+    ) -> Result<(), SessionError> {
+        let bridge = self.find_conference(conf).await?;
+        self.find_call(call).await?;
+        if !bridge.channels.iter().any(|c| c == call.as_str()) {
+            // Asterisk's own answer may lag an event behind; ask it when unsure.
+            let fresh = self.ari.bridge(conf.as_str()).await?;
+            if !fresh.channels.iter().any(|c| c == call.as_str()) {
+                return Err(SessionError::StateInvalid(format!(
+                    "call {call} is not in conference {conf}"
+                )));
+            }
+        }
+        self.ari
+            .remove_channel(conf.as_str(), call.as_str())
+            .await
+            .map_err(|e| state_error(e, conf))
+    }
+
+    /// Applies the event stream until it ends or `cancel` fires.
+    pub async fn run(
+        self: Arc<Self>,
+        mut events: mpsc::UnboundedReceiver<StreamItem>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let item = tokio::select! {
+                _ = cancel.cancelled() => return,
+                item = events.recv() => match item {
+                    Some(item) => item,
+                    None => return,
+                },
+            };
+            match item {
+                StreamItem::Connected => {
+                    if let Err(e) = self.reconcile().await {
+                        // The socket is up but REST failed: the events still flow, and the next
+                        // reconnect tries again.
+                        tracing::warn!(error = %e, "reconcile with Asterisk failed");
+                    }
+                }
+                StreamItem::Event(event) => self.apply(&event),
+                StreamItem::Disconnected => {}
+            }
+        }
+    }
+
+    /// Replaces the maps with Asterisk's current view, after subscribing to every bridge so
+    /// that conferences created by others are followed too.
+    async fn reconcile(&self) -> Result<(), AriError> {
+        self.ari.subscribe(&self.app, "bridge:").await?;
+        let channels = self.ari.channels().await?;
+        let bridges = self.ari.bridges().await?;
+        let calls: HashMap<String, Channel> = channels
+            .into_iter()
+            .filter(|c| !internal(&c.id) && c.is_in_stasis_app(&self.app))
+            .map(|c| (c.id.clone(), c))
+            .collect();
+        let conferences: HashMap<String, Bridge> = bridges
+            .into_iter()
+            .filter(is_conference)
+            .map(|b| (b.id.clone(), b))
+            .collect();
+        tracing::info!(
+            calls = calls.len(),
+            conferences = conferences.len(),
+            "reconciled with Asterisk"
+        );
+        {
+            let mut state = self.lock();
+            state.calls = calls;
+            state.conferences = conferences;
+        }
+        self.update_gauges();
+        Ok(())
+    }
+
+    fn apply(&self, event: &Event) {
+        {
+            let mut state = self.lock();
+            match event {
+                Event::StasisStart { channel, .. } if !internal(&channel.id) => {
+                    state.calls.insert(channel.id.clone(), channel.clone());
+                }
+                Event::ChannelStateChange { channel } => {
+                    if let Some(call) = state.calls.get_mut(&channel.id) {
+                        *call = channel.clone();
+                    }
+                }
+                Event::StasisEnd { channel } => {
+                    state.calls.remove(&channel.id);
+                }
+                Event::ChannelDestroyed { channel, .. } => {
+                    state.calls.remove(&channel.id);
+                    for bridge in state.conferences.values_mut() {
+                        bridge.channels.retain(|c| c != &channel.id);
+                    }
+                }
+                Event::BridgeCreated { bridge }
+                | Event::ChannelEnteredBridge { bridge, .. }
+                | Event::ChannelLeftBridge { bridge, .. }
+                    if is_conference(bridge) =>
+                {
+                    state.conferences.insert(bridge.id.clone(), bridge.clone());
+                }
+                Event::BridgeDestroyed { bridge } => {
+                    state.conferences.remove(&bridge.id);
+                }
+                _ => return,
+            }
+        }
+        self.update_gauges();
+    }
+
+    fn upsert_conference(&self, bridge: Bridge) {
+        if is_conference(&bridge) {
+            self.lock().conferences.insert(bridge.id.clone(), bridge);
+            self.update_gauges();
+        }
+    }
+
+    fn update_gauges(&self) {
+        let (calls, conferences) = {
+            let state = self.lock();
+            (state.calls.len(), state.conferences.len())
+        };
+        self.metrics.calls.set(calls as i64);
+        self.metrics.conferences.set(conferences as i64);
+    }
+}
+
+/// Asterisk's 422 (and 409) on bridge membership mean the call or bridge is in the wrong state.
+fn state_error(e: AriError, conf: &ConferenceId) -> SessionError {
+    match e.status().map(|s| s.as_u16()) {
+        Some(404) => SessionError::ConferenceNotFound(conf.clone()),
+        Some(409 | 422) => match e {
+            AriError::Status { message, .. } => SessionError::StateInvalid(message),
+            other => other.into(),
+        },
+        _ => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AriSettings;
+
+    fn registry() -> Registry {
+        let ari = AriClient::new(&AriSettings {
+            url: "http://127.0.0.1:9".parse().expect("url"),
+            username: "u".into(),
+            password: "p".into(),
+            app: "cap".into(),
+        });
+        Registry::new("cap".into(), ari, Arc::new(Metrics::new()))
+    }
+
+    fn replay(r: &Registry, fixture: &str, until: usize) {
+        let raw: Vec<serde_json::Value> = serde_json::from_str(fixture).expect("fixture");
+        for v in raw.iter().take(until) {
+            r.apply(&Event::parse(&v.to_string()));
+        }
+    }
+
+    const CALL: &str = include_str!("../../tests/fixtures/ari-events-call.json");
+    const BRIDGE: &str = include_str!("../../tests/fixtures/ari-events-bridge.json");
+
+    fn position(fixture: &str, kind: &str) -> usize {
+        let raw: Vec<serde_json::Value> = serde_json::from_str(fixture).expect("fixture");
+        raw.iter()
+            .position(|v| v["type"] == kind)
+            .expect("event in fixture")
+            + 1
+    }
+
+    #[test]
+    fn a_call_appears_on_stasis_start_and_goes_on_stasis_end() {
+        let r = registry();
+        replay(&r, CALL, position(CALL, "StasisStart"));
+        assert_eq!(r.calls().len(), 1);
+        assert_eq!(r.calls()[0].id, "cap-call-1");
+        assert_eq!(r.metrics.calls.get(), 1);
+        replay(&r, CALL, usize::MAX);
+        assert!(r.calls().is_empty());
+        assert_eq!(r.metrics.calls.get(), 0);
+    }
+
+    #[test]
+    fn conferences_follow_bridge_events() {
+        let r = registry();
+        replay(&r, BRIDGE, position(BRIDGE, "ChannelEnteredBridge"));
+        let confs = r.conferences();
+        assert_eq!(confs.len(), 1);
+        assert_eq!(confs[0].channels, vec!["cap2-call".to_string()]);
+        replay(&r, BRIDGE, usize::MAX);
+        assert!(r.conferences().is_empty());
+    }
+
+    #[test]
+    fn internal_objects_are_never_calls_or_conferences() {
+        let r = registry();
+        let start = r#"{"type":"StasisStart","args":[],"channel":{"id":"mediastream-em-1","dialplan":{"app_name":"Stasis","app_data":"cap"}}}"#;
+        let bridge =
+            r#"{"type":"BridgeCreated","bridge":{"id":"mediastream-br-1","bridge_type":"mixing"}}"#;
+        let holding =
+            r#"{"type":"BridgeCreated","bridge":{"id":"hold-1","bridge_type":"holding"}}"#;
+        for e in [start, bridge, holding] {
+            r.apply(&Event::parse(e));
+        }
+        assert!(r.calls().is_empty());
+        assert!(r.conferences().is_empty());
+    }
+}
