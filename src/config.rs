@@ -305,9 +305,14 @@ impl Settings {
         Settings::validate(raw)
     }
 
-    /// The built-in defaults with `auth.disabled`: a base for tests and examples.
-    pub fn defaults_without_auth() -> Settings {
+    /// The built-in defaults with the given ARI password and `auth.disabled`: a base for tests
+    /// and examples, which then set what they need.
+    pub fn defaults_without_auth(ari_password: &str) -> Settings {
         let raw = Raw {
+            ari: RawAri {
+                password: Some(ari_password.to_owned()),
+                ..RawAri::default()
+            },
             auth: RawAuth {
                 disabled: true,
                 ..RawAuth::default()

@@ -39,6 +39,7 @@ pub struct Metrics {
     registry: Registry,
     pub ari_connected: Gauge,
     pub ari_reconnects: Counter,
+    pub ari_connect_failures: Counter,
     pub ari_events: Counter,
     pub calls: Gauge,
     pub conferences: Gauge,
@@ -66,6 +67,12 @@ impl Metrics {
             "Times the ARI event socket was connected again after a loss",
             ari_reconnects.clone(),
         );
+        let ari_connect_failures = Counter::default();
+        registry.register(
+            "ari_connect_failures",
+            "Attempts to connect the ARI event socket that failed",
+            ari_connect_failures.clone(),
+        );
         let ari_events = Counter::default();
         registry.register("ari_events", "ARI events received", ari_events.clone());
         let calls = Gauge::default();
@@ -86,6 +93,7 @@ impl Metrics {
             registry,
             ari_connected,
             ari_reconnects,
+            ari_connect_failures,
             ari_events,
             calls,
             conferences,
