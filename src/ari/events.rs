@@ -101,7 +101,8 @@ impl EventStream {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(app = %self.app, error = %e, "ARI event socket: connect failed")
+                    self.metrics.ari_connect_failures.inc();
+                    tracing::warn!(app = %self.app, error = %e, "ARI event socket: connect failed");
                 }
             }
             tokio::select! {
