@@ -13,8 +13,10 @@
 
 pub mod api;
 pub mod ari;
+pub mod codec;
 pub mod config;
 pub mod domain;
+pub mod media;
 pub mod session;
 pub mod telemetry;
 
