@@ -80,6 +80,87 @@ impl fmt::Display for Resource {
     }
 }
 
+/// How audio is wrapped on the client's WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encapsulation {
+    /// One RTP packet per binary message.
+    Rtp,
+    /// Raw audio, no header.
+    Sln,
+    /// AudioSocket frames.
+    Audiosocket,
+}
+
+impl Encapsulation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encapsulation::Rtp => "rtp",
+            Encapsulation::Sln => "sln",
+            Encapsulation::Audiosocket => "audiosocket",
+        }
+    }
+
+    pub fn default_format(self) -> Format {
+        match self {
+            Encapsulation::Rtp => Format::Ulaw,
+            Encapsulation::Sln | Encapsulation::Audiosocket => Format::Slin,
+        }
+    }
+
+    /// Whether the client may ask for `format` with this encapsulation.
+    pub fn allows(self, format: Format) -> bool {
+        !(self == Encapsulation::Audiosocket && format != Format::Slin)
+    }
+}
+
+impl std::str::FromStr for Encapsulation {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "rtp" => Ok(Encapsulation::Rtp),
+            "sln" => Ok(Encapsulation::Sln),
+            "audiosocket" => Ok(Encapsulation::Audiosocket),
+            _ => Err(()),
+        }
+    }
+}
+
+/// The audio format a client chose: 8 kHz μ-law or 16-bit signed linear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Ulaw,
+    Slin,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Ulaw => "ulaw",
+            Format::Slin => "slin",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "ulaw" => Ok(Format::Ulaw),
+            "slin" => Ok(Format::Slin),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Samples per second on every leg.
+pub const SAMPLE_RATE: u32 = 8000;
+/// Milliseconds of audio per frame.
+pub const PTIME_MS: u32 = 20;
+/// Samples per frame.
+pub const FRAME_SAMPLES: usize = (SAMPLE_RATE * PTIME_MS / 1000) as usize;
+
 #[cfg(test)]
 mod tests {
     use super::*;

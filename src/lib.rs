@@ -17,6 +17,7 @@ pub mod codec;
 pub mod config;
 pub mod domain;
 pub mod media;
+pub mod relay;
 pub mod session;
 pub mod telemetry;
 
@@ -30,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use crate::ari::AriClient;
 use crate::ari::events::EventStream;
 use crate::config::Settings;
-use crate::session::Registry;
+use crate::session::{Registry, Streams};
 use crate::telemetry::Metrics;
 
 /// Serves the API on `listener` until `shutdown` fires, then drains: stop accepting, finish
@@ -64,10 +65,25 @@ pub async fn run(
         .run(background.clone()),
     );
     tracker.spawn(registry.clone().run(events_rx, background.clone()));
+    let streams = Arc::new(Streams::new(
+        registry.clone(),
+        settings.ari.app.clone(),
+        settings.media.clone(),
+        settings.limits.clone(),
+        metrics.clone(),
+        shutdown.child_token(),
+    ));
+    tracker.spawn({
+        let streams = streams.clone();
+        let connected = connected_rx.clone();
+        let cancel = background.clone();
+        async move { streams.clean_start(connected, cancel).await }
+    });
     tracker.close();
 
     let state = api::AppState {
         registry,
+        streams: streams.clone(),
         auth: api::Authenticator::new(&settings.auth),
         metrics,
         ari_connected: connected_rx,
@@ -81,7 +97,14 @@ pub async fn run(
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
-    tracing::info!("HTTP server drained; closing the ARI socket");
+    // Streams saw the same token: each closes with 1001 and tears down its Asterisk objects.
+    if tokio::time::timeout(std::time::Duration::from_secs(10), streams.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some streams did not finish tearing down within 10 s");
+    }
+    tracing::info!("HTTP server and streams drained; closing the ARI socket");
     background.cancel();
     tracker.wait().await;
     served

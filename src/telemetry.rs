@@ -5,6 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// How logs are written.
@@ -33,6 +34,23 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `call` or `conference`, with the encapsulation: `call/rtp`.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// `to_client` (Asterisk to client) or `to_asterisk` (client to Asterisk).
+    pub direction: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 /// Every metric the service exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -44,6 +62,12 @@ pub struct Metrics {
     pub calls: Gauge,
     pub conferences: Gauge,
     pub http_requests: Family<HttpLabels, Counter>,
+    pub streams_active: Family<KindLabels, Gauge>,
+    pub streams_started: Counter,
+    pub stream_frames: Family<DirectionLabels, Counter>,
+    pub stream_drops: Family<ReasonLabels, Counter>,
+    pub stream_queue_frames: Gauge,
+    pub pacer_lateness: Histogram,
 }
 
 impl Default for Metrics {
@@ -89,8 +113,50 @@ impl Metrics {
             "HTTP requests answered, by route, method and status",
             http_requests.clone(),
         );
+        let streams_active = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "streams_active",
+            "Media streams open, by resource kind and encapsulation",
+            streams_active.clone(),
+        );
+        let streams_started = Counter::default();
+        registry.register(
+            "streams_started",
+            "Media streams accepted",
+            streams_started.clone(),
+        );
+        let stream_frames = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "stream_frames",
+            "20 ms frames relayed, by direction",
+            stream_frames.clone(),
+        );
+        let stream_drops = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "stream_drops",
+            "Packets or frames dropped, by reason",
+            stream_drops.clone(),
+        );
+        let stream_queue_frames = Gauge::default();
+        registry.register(
+            "stream_queue_frames",
+            "Client audio frames queued towards Asterisk, summed over streams",
+            stream_queue_frames.clone(),
+        );
+        let pacer_lateness = Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05]);
+        registry.register(
+            "pacer_lateness_seconds",
+            "How late the 20 ms send clock woke, per wake-up",
+            pacer_lateness.clone(),
+        );
         Metrics {
             registry,
+            streams_active,
+            streams_started,
+            stream_frames,
+            stream_drops,
+            stream_queue_frames,
+            pacer_lateness,
             ari_connected,
             ari_reconnects,
             ari_connect_failures,

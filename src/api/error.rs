@@ -114,6 +114,14 @@ impl From<SessionError> for ApiError {
                 format!("conference {id} not found"),
             ),
             SessionError::StateInvalid(message) => ApiError::state_invalid(message),
+            SessionError::NotReady(message) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ASTERISK_UNAVAILABLE",
+                message,
+            ),
+            SessionError::LimitExceeded(message) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "LIMIT_EXCEEDED", message)
+            }
             SessionError::Asterisk(e) => e.into(),
         }
     }

@@ -6,6 +6,7 @@ mod calls;
 mod conferences;
 mod error;
 mod health;
+mod streams;
 
 use std::sync::Arc;
 
@@ -19,13 +20,14 @@ use tokio::sync::watch;
 pub use auth::{Authenticator, Principal, Scope};
 pub use error::ApiError;
 
-use crate::session::Registry;
+use crate::session::{Registry, Streams};
 use crate::telemetry::{HttpLabels, Metrics};
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    pub streams: Arc<Streams>,
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
     /// `true` while the ARI event socket is connected.
@@ -36,6 +38,8 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/calls", get(calls::list))
         .route("/calls/{id}", get(calls::get))
+        .route("/calls/{id}/media_stream", get(streams::call))
+        .route("/conferences/{id}/media_stream", get(streams::conference))
         .route(
             "/conferences",
             get(conferences::list).post(conferences::create),

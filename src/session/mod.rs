@@ -4,5 +4,7 @@
 //! It owns no socket: the event task in `ari::events` does.
 
 mod registry;
+mod streams;
 
-pub use registry::{Registry, SessionError};
+pub use registry::{Notice, Registry, SessionError};
+pub use streams::{Admission, StreamRequest, Streams};

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::ari::events::StreamItem;
@@ -26,14 +26,57 @@ pub enum SessionError {
     /// Asterisk refused because of the object's state (422, 409), e.g. a call not in Stasis.
     #[error("{0}")]
     StateInvalid(String),
+    /// The service is not ready to take this yet (still cleaning up after a previous run).
+    #[error("{0}")]
+    NotReady(String),
+    /// A limit of the configuration would be exceeded.
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error(transparent)]
     Asterisk(#[from] AriError),
+}
+
+/// What a stream following an Asterisk object hears about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The channel or bridge no longer exists.
+    Gone { id: String },
+    /// The channel entered a bridge (`Some`) or left one (`None`).
+    Moved {
+        channel: String,
+        bridge: Option<String>,
+    },
+    /// A DTMF digit was received from the channel.
+    Dtmf { channel: String, digit: String },
+}
+
+/// A follower of objects, identified by a key unique to it (a stream's).
+#[derive(Debug)]
+struct Watcher {
+    key: u64,
+    /// Unbounded: notices are rare (a handful per stream) and the event task must not wait.
+    tx: mpsc::UnboundedSender<Notice>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     calls: HashMap<String, Channel>,
     conferences: HashMap<String, Bridge>,
+    /// The bridge each channel is in, for every kind of bridge (the `bridge:` subscription
+    /// reports them all): tells an idle call from a bridged one.
+    channel_bridge: HashMap<String, String>,
+    /// The service's own channels whose `StasisStart` someone awaits (ARI refuses to bridge a
+    /// channel before it).
+    stasis_waiters: HashMap<String, oneshot::Sender<()>>,
+    watchers: HashMap<String, Vec<Watcher>>,
+}
+
+impl State {
+    fn notify(&mut self, id: &str, notice: Notice) {
+        if let Some(list) = self.watchers.get_mut(id) {
+            list.retain(|w| w.tx.send(notice.clone()).is_ok());
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -206,6 +249,14 @@ impl Registry {
         self.ari.subscribe(&self.app, "bridge:").await?;
         let channels = self.ari.channels().await?;
         let bridges = self.ari.bridges().await?;
+        let channel_ids: std::collections::HashSet<String> =
+            channels.iter().map(|c| c.id.clone()).collect();
+        let channel_bridge: HashMap<String, String> = bridges
+            .iter()
+            .flat_map(|b| b.channels.iter().map(|c| (c.clone(), b.id.clone())))
+            .collect();
+        let bridge_ids: std::collections::HashSet<String> =
+            bridges.iter().map(|b| b.id.clone()).collect();
         let calls: HashMap<String, Channel> = channels
             .into_iter()
             .filter(|c| !internal(&c.id) && c.is_in_stasis_app(&self.app))
@@ -225,6 +276,17 @@ impl Registry {
             let mut state = self.lock();
             state.calls = calls;
             state.conferences = conferences;
+            state.channel_bridge = channel_bridge;
+            // What vanished while the socket was down: tell whoever follows it.
+            let gone: Vec<String> = state
+                .watchers
+                .keys()
+                .filter(|id| !channel_ids.contains(*id) && !bridge_ids.contains(*id))
+                .cloned()
+                .collect();
+            for id in gone {
+                state.notify(&id, Notice::Gone { id: id.clone() });
+            }
         }
         self.update_gauges();
         Ok(())
@@ -234,37 +296,125 @@ impl Registry {
         {
             let mut state = self.lock();
             match event {
-                Event::StasisStart { channel, .. } if !internal(&channel.id) => {
+                Event::StasisStart { channel, .. } if internal(&channel.id) => {
+                    if let Some(waiter) = state.stasis_waiters.remove(&channel.id) {
+                        let _ = waiter.send(());
+                    }
+                    return;
+                }
+                Event::StasisStart { channel, .. } => {
                     state.calls.insert(channel.id.clone(), channel.clone());
                 }
                 Event::ChannelStateChange { channel } => {
-                    if let Some(call) = state.calls.get_mut(&channel.id) {
-                        *call = channel.clone();
-                    }
+                    let Some(call) = state.calls.get_mut(&channel.id) else {
+                        return;
+                    };
+                    *call = channel.clone();
                 }
                 Event::StasisEnd { channel } => {
                     state.calls.remove(&channel.id);
                 }
                 Event::ChannelDestroyed { channel, .. } => {
                     state.calls.remove(&channel.id);
+                    state.channel_bridge.remove(&channel.id);
+                    state.stasis_waiters.remove(&channel.id);
                     for bridge in state.conferences.values_mut() {
                         bridge.channels.retain(|c| c != &channel.id);
                     }
+                    state.notify(
+                        &channel.id,
+                        Notice::Gone {
+                            id: channel.id.clone(),
+                        },
+                    );
                 }
-                Event::BridgeCreated { bridge }
-                | Event::ChannelEnteredBridge { bridge, .. }
-                | Event::ChannelLeftBridge { bridge, .. }
-                    if is_conference(bridge) =>
-                {
+                Event::ChannelEnteredBridge { bridge, channel } => {
+                    state
+                        .channel_bridge
+                        .insert(channel.id.clone(), bridge.id.clone());
+                    if is_conference(bridge) {
+                        state.conferences.insert(bridge.id.clone(), bridge.clone());
+                    }
+                    let moved = Notice::Moved {
+                        channel: channel.id.clone(),
+                        bridge: Some(bridge.id.clone()),
+                    };
+                    state.notify(&channel.id, moved);
+                }
+                Event::ChannelLeftBridge { bridge, channel } => {
+                    if state.channel_bridge.get(&channel.id) == Some(&bridge.id) {
+                        state.channel_bridge.remove(&channel.id);
+                    }
+                    if is_conference(bridge) {
+                        state.conferences.insert(bridge.id.clone(), bridge.clone());
+                    }
+                    let moved = Notice::Moved {
+                        channel: channel.id.clone(),
+                        bridge: None,
+                    };
+                    state.notify(&channel.id, moved);
+                }
+                Event::BridgeCreated { bridge } if is_conference(bridge) => {
                     state.conferences.insert(bridge.id.clone(), bridge.clone());
                 }
                 Event::BridgeDestroyed { bridge } => {
                     state.conferences.remove(&bridge.id);
+                    state.channel_bridge.retain(|_, b| b != &bridge.id);
+                    state.notify(
+                        &bridge.id,
+                        Notice::Gone {
+                            id: bridge.id.clone(),
+                        },
+                    );
+                }
+                Event::ChannelDtmfReceived { channel, digit, .. } => {
+                    let dtmf = Notice::Dtmf {
+                        channel: channel.id.clone(),
+                        digit: digit.clone(),
+                    };
+                    state.notify(&channel.id, dtmf);
+                    return;
                 }
                 _ => return,
             }
         }
         self.update_gauges();
+    }
+
+    /// Resolves when the service's own channel `id` has entered the application. Call before
+    /// creating the channel: the event may come before the REST answer.
+    pub fn expect_stasis_start(&self, id: &str) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().stasis_waiters.insert(id.to_owned(), tx);
+        rx
+    }
+
+    /// Forgets a wait that will not be fulfilled (the creation failed).
+    pub fn cancel_stasis_start(&self, id: &str) {
+        self.lock().stasis_waiters.remove(id);
+    }
+
+    /// Sends `tx` what happens to the channel or bridge `id`, until [`Registry::unwatch`].
+    pub fn watch(&self, key: u64, id: &str, tx: mpsc::UnboundedSender<Notice>) {
+        self.lock()
+            .watchers
+            .entry(id.to_owned())
+            .or_default()
+            .push(Watcher { key, tx });
+    }
+
+    /// Stops every watch made with `key`.
+    pub fn unwatch(&self, key: u64) {
+        let mut state = self.lock();
+        state.watchers.retain(|_, list| {
+            list.retain(|w| w.key != key);
+            !list.is_empty()
+        });
+    }
+
+    /// The bridge a channel is in, as far as the events tell.
+    pub fn bridge_of(&self, channel: &str) -> Option<String> {
+        self.lock().channel_bridge.get(channel).cloned()
     }
 
     fn upsert_conference(&self, bridge: Bridge) {

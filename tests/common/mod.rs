@@ -5,6 +5,9 @@
 //! No test here skips when Asterisk is missing: it fails and says how to provide one.
 #![allow(dead_code)]
 
+pub mod audio;
+pub mod client;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

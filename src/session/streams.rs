@@ -1,0 +1,609 @@
+//! Media streams: admission (limits), the Asterisk objects each stream needs (SPEC §5), the
+//! relay, and teardown exactly once.
+//!
+//! Topology, per target:
+//! - a call in Stasis (any application) and in no bridge: a mixing bridge holding the call
+//!   itself and the externalMedia channel; further streams on the call join that bridge, which
+//!   goes away with the last of them;
+//! - any other call (bridged, or running dialplan): a snoop channel (spy and whisper both) and
+//!   the externalMedia channel in a private mixing bridge;
+//! - a conference: the externalMedia channel joins the conference's bridge.
+//!
+//! Every id created here starts with `mediastream-`. Whatever was created is recorded before
+//! the request that creates it, so teardown also removes what a failed setup left half-made.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::{Sink, Stream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::registry::{Notice, Registry, SessionError};
+use crate::ari::rest::ExternalMediaParams;
+use crate::ari::{AriClient, AriError};
+use crate::config::{LimitSettings, MediaSettings};
+use crate::domain::{Encapsulation, Format, INTERNAL_PREFIX, Resource};
+use crate::media::transcode::SampleFormat;
+use crate::relay::port_pool::PortPool;
+use crate::relay::rtp_leg::RtpLeg;
+use crate::relay::stream::{self as relay, Action, Channels, EndReason, Leg, Signal, StreamSpec};
+use crate::relay::{Inbound, Outbound};
+use crate::telemetry::{KindLabels, Metrics};
+
+/// How long Asterisk may take to bring a new channel into the application.
+const STASIS_START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a client asked for.
+#[derive(Debug, Clone)]
+pub struct StreamRequest {
+    pub resource: Resource,
+    pub encapsulation: Encapsulation,
+    pub format: Format,
+    pub events: bool,
+    pub expires_at: Option<SystemTime>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    total: usize,
+    /// Stream ids by resource (`call:<id>` / `conference:<id>`), for limits and listings.
+    by_resource: HashMap<String, Vec<uuid::Uuid>>,
+    /// The service's bridge holding an idle call, shared by that call's streams: (bridge id,
+    /// streams using it).
+    call_bridges: HashMap<String, (String, usize)>,
+}
+
+#[derive(Debug)]
+pub struct Streams {
+    registry: Arc<Registry>,
+    ari: AriClient,
+    app: String,
+    media: MediaSettings,
+    limits: LimitSettings,
+    ports: PortPool,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    /// Serialises the decision "share the call's bridge or make one", which reads then writes
+    /// both Asterisk and `state`.
+    call_setup: tokio::sync::Mutex<()>,
+    next_key: AtomicU64,
+    /// Set once the leftovers of a previous run are gone: before that, a new stream's objects
+    /// could be mistaken for leftovers.
+    leftovers_removed: std::sync::atomic::AtomicBool,
+    /// Fires on shutdown: every stream closes with 1001 and tears down.
+    shutdown: CancellationToken,
+    /// Tracks running streams so that shutdown can wait for their teardown.
+    tracker: TaskTracker,
+}
+
+/// A reserved place for one stream; dropping it gives the place back.
+#[derive(Debug)]
+pub struct Admission {
+    streams: Arc<Streams>,
+    pub stream_id: uuid::Uuid,
+    resource_key: String,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut state = self.streams.lock();
+        state.total = state.total.saturating_sub(1);
+        if let Some(ids) = state.by_resource.get_mut(&self.resource_key) {
+            ids.retain(|id| *id != self.stream_id);
+            if ids.is_empty() {
+                state.by_resource.remove(&self.resource_key);
+            }
+        }
+    }
+}
+
+/// What a stream created in Asterisk, to remove at its end.
+#[derive(Debug, Default)]
+struct Created {
+    external_media: Option<String>,
+    snoop: Option<String>,
+    bridge: Option<String>,
+    /// The call whose shared bridge this stream holds a reference to.
+    shared_call_bridge: Option<String>,
+}
+
+/// Why a stream could not be set up.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("Asterisk: {0}")]
+    Asterisk(#[from] AriError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("no RTP port: {0}")]
+    Port(std::io::Error),
+    #[error("{0}")]
+    Incomplete(String),
+}
+
+impl Streams {
+    pub fn new(
+        registry: Arc<Registry>,
+        app: String,
+        media: MediaSettings,
+        limits: LimitSettings,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Streams {
+        Streams {
+            ari: registry.ari().clone(),
+            ports: PortPool::new(media.bind_ip, media.rtp_ports.clone()),
+            registry,
+            app,
+            media,
+            limits,
+            metrics,
+            state: Mutex::new(State::default()),
+            call_setup: tokio::sync::Mutex::new(()),
+            next_key: AtomicU64::new(1),
+            leftovers_removed: std::sync::atomic::AtomicBool::new(false),
+            shutdown,
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stream ids attached to a resource.
+    pub fn ids_for(&self, resource: &Resource) -> Vec<String> {
+        self.lock()
+            .by_resource
+            .get(&resource.to_string())
+            .map(|ids| ids.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until every stream has torn down (after shutdown fired).
+    pub async fn drained(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Checks that the target exists and reserves a place within the limits. Creates nothing.
+    pub async fn admit(
+        self: &Arc<Self>,
+        request: &StreamRequest,
+    ) -> Result<Admission, SessionError> {
+        if !self.leftovers_removed.load(Ordering::Acquire) {
+            return Err(SessionError::NotReady(
+                "not connected to Asterisk yet; try again shortly".into(),
+            ));
+        }
+        match &request.resource {
+            Resource::Call(id) => {
+                self.registry.find_call(id).await?;
+            }
+            Resource::Conference(id) => {
+                self.registry.find_conference(id).await?;
+            }
+        }
+        let key = request.resource.to_string();
+        let stream_id = uuid::Uuid::new_v4();
+        let mut state = self.lock();
+        if state.total >= self.limits.max_streams {
+            return Err(SessionError::LimitExceeded(format!(
+                "{} streams are open: the limit",
+                self.limits.max_streams
+            )));
+        }
+        let ids = state.by_resource.entry(key.clone()).or_default();
+        if ids.len() >= self.limits.max_streams_per_resource {
+            return Err(SessionError::LimitExceeded(format!(
+                "{} already has {} streams: the limit",
+                request.resource, self.limits.max_streams_per_resource
+            )));
+        }
+        ids.push(stream_id);
+        state.total += 1;
+        drop(state);
+        Ok(Admission {
+            streams: self.clone(),
+            stream_id,
+            resource_key: key,
+        })
+    }
+
+    /// Runs an admitted stream on an upgraded WebSocket until it ends, then tears down.
+    pub async fn run<S, K>(
+        self: Arc<Self>,
+        admission: Admission,
+        request: StreamRequest,
+        client_rx: S,
+        client_tx: K,
+    ) where
+        S: Stream<Item = Inbound> + Unpin,
+        K: Sink<Outbound> + Unpin,
+    {
+        let token = self.tracker.token();
+        let stream_id = admission.stream_id;
+        let span = match &request.resource {
+            Resource::Call(id) => tracing::info_span!("stream", %stream_id, call_id = %id),
+            Resource::Conference(id) => {
+                tracing::info_span!("stream", %stream_id, conference_id = %id)
+            }
+        };
+        async move {
+            let kind = format!(
+                "{}/{}",
+                match request.resource {
+                    Resource::Call(_) => "call",
+                    Resource::Conference(_) => "conference",
+                },
+                request.encapsulation.as_str()
+            );
+            let active = self
+                .metrics
+                .streams_active
+                .get_or_create(&KindLabels { kind })
+                .clone();
+            active.inc();
+            self.metrics.streams_started.inc();
+            let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+            let (notice_tx, notice_rx) = mpsc::unbounded_channel();
+            let mut created = Created::default();
+            let started = std::time::Instant::now();
+            let reason = match self.setup(&request, key, notice_tx, &mut created).await {
+                Ok((leg, leg_format)) => {
+                    tracing::info!(
+                        setup_ms = started.elapsed().as_millis() as u64,
+                        "stream started"
+                    );
+                    let spec = StreamSpec {
+                        stream_id,
+                        resource: request.resource.clone(),
+                        encapsulation: request.encapsulation,
+                        format: request.format,
+                        events: request.events,
+                        leg_format,
+                        jitter_ms: self.media.jitter_ms,
+                        max_queue_ms: self.media.max_queue_ms,
+                        expires_at: request.expires_at,
+                    };
+                    self.relay(spec, leg, client_rx, client_tx, notice_rx, &created)
+                        .await
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "stream setup failed");
+                    let reason = EndReason::Failure(e.to_string());
+                    let mut client_tx = client_tx;
+                    use futures::SinkExt;
+                    let _ = client_tx
+                        .send(Outbound::Close {
+                            code: reason.close_code(),
+                            reason: "could not set the stream up in Asterisk".into(),
+                        })
+                        .await;
+                    reason
+                }
+            };
+            self.registry.unwatch(key);
+            let teardown = std::time::Instant::now();
+            self.teardown(created).await;
+            tracing::info!(
+                reason = ?reason,
+                teardown_ms = teardown.elapsed().as_millis() as u64,
+                "stream ended"
+            );
+            active.dec();
+            drop(admission);
+            drop(token);
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn relay<S, K>(
+        &self,
+        spec: StreamSpec,
+        leg: Leg,
+        client_rx: S,
+        client_tx: K,
+        mut notices: mpsc::UnboundedReceiver<Notice>,
+        created: &Created,
+    ) -> EndReason
+    where
+        S: Stream<Item = Inbound> + Unpin,
+        K: Sink<Outbound> + Unpin,
+    {
+        let (signal_tx, signal_rx) = mpsc::unbounded_channel();
+        let (action_tx, mut action_rx) = mpsc::channel(16);
+        let target = match &spec.resource {
+            Resource::Call(id) => id.to_string(),
+            Resource::Conference(id) => id.to_string(),
+        };
+        let call = match &spec.resource {
+            Resource::Call(id) => Some(id.to_string()),
+            Resource::Conference(_) => None,
+        };
+        let ours: Vec<String> = [&created.external_media, &created.snoop, &created.bridge]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let forward_notices = async {
+            while let Some(notice) = notices.recv().await {
+                let signal = match notice {
+                    Notice::Gone { id } if id == target => Signal::End(EndReason::Hangup),
+                    Notice::Gone { id } if ours.contains(&id) => {
+                        Signal::End(EndReason::Failure(format!("{id} went away")))
+                    }
+                    Notice::Dtmf { channel, digit } if channel == target => Signal::Dtmf(digit),
+                    _ => continue,
+                };
+                if signal_tx.send(signal).is_err() {
+                    break;
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        let perform_actions = async {
+            while let Some(Action::Dtmf(digits)) = action_rx.recv().await {
+                match &call {
+                    Some(call) => {
+                        if let Err(e) = self.ari.send_dtmf(call, &digits).await {
+                            tracing::warn!(error = %e, "DTMF into the call failed");
+                        }
+                    }
+                    None => tracing::debug!("DTMF has no single channel to go to in a conference"),
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        let channels = Channels {
+            signals: signal_rx,
+            actions: action_tx,
+        };
+        let run = relay::run(
+            spec,
+            leg,
+            client_rx,
+            client_tx,
+            channels,
+            self.shutdown.clone(),
+            self.metrics.clone(),
+        );
+        tokio::select! {
+            reason = run => reason,
+            _ = forward_notices => unreachable!("pending forever"),
+            _ = perform_actions => unreachable!("pending forever"),
+        }
+    }
+
+    /// Creates the leg and ties it to the target. Records everything in `created` first.
+    async fn setup(
+        &self,
+        request: &StreamRequest,
+        key: u64,
+        notices: mpsc::UnboundedSender<Notice>,
+        created: &mut Created,
+    ) -> Result<(Leg, SampleFormat), SetupError> {
+        // Asterisk's slin on RTP is big-endian; ulaw stays ulaw end to end.
+        let (leg_format, ari_format, payload_type) = match request.format {
+            Format::Ulaw => (SampleFormat::Ulaw, "ulaw", 0),
+            Format::Slin => (SampleFormat::SlinBe, "slin", 10),
+        };
+        let socket = self.ports.bind().await.map_err(SetupError::Port)?;
+        let local_port = socket.local_addr().map_err(SetupError::Port)?.port();
+        let em_id = internal_id("em");
+        created.external_media = Some(em_id.clone());
+        let entered = self.registry.expect_stasis_start(&em_id);
+        self.registry.watch(key, &em_id, notices.clone());
+        let external_host = SocketAddr::new(self.media.advertise_ip, local_port).to_string();
+        let channel = self
+            .ari
+            .external_media(&ExternalMediaParams {
+                channel_id: &em_id,
+                app: &self.app,
+                external_host: &external_host,
+                encapsulation: "rtp",
+                transport: "udp",
+                format: ari_format,
+                direction: "both",
+                data: None,
+            })
+            .await
+            .inspect_err(|_| self.registry.cancel_stasis_start(&em_id))?;
+        let peer = rtp_peer(&channel)
+            .ok_or_else(|| SetupError::Incomplete("externalMedia gave no RTP address".into()))?;
+        wait_stasis_start(entered, &em_id).await?;
+
+        match &request.resource {
+            Resource::Conference(id) => {
+                self.registry.watch(key, id.as_str(), notices);
+                self.ari.add_channel(id.as_str(), &em_id).await?;
+            }
+            Resource::Call(id) => {
+                let call = id.as_str();
+                self.registry.watch(key, call, notices.clone());
+                // Events of a call owned by another application (hangup, DTMF) come only
+                // with a subscription.
+                if let Err(e) = self
+                    .ari
+                    .subscribe(&self.app, &format!("channel:{call}"))
+                    .await
+                {
+                    tracing::debug!(error = %e, "subscribing to the call's events");
+                }
+                let channel = self.ari.channel(call).await.map_err(|e| {
+                    if e.is_not_found() {
+                        SetupError::Session(SessionError::CallNotFound(id.clone()))
+                    } else {
+                        e.into()
+                    }
+                })?;
+                let _serial = self.call_setup.lock().await;
+                let shared = self.lock().call_bridges.get(call).map(|(b, _)| b.clone());
+                if let Some(bridge) = shared {
+                    self.take_call_bridge(call, created);
+                    self.ari.add_channel(&bridge, &em_id).await?;
+                } else if channel.dialplan.app_name == "Stasis"
+                    && self.registry.bridge_of(call).is_none()
+                {
+                    let bridge = internal_id("br");
+                    self.ari.create_bridge(&bridge, &self.app).await?;
+                    self.lock()
+                        .call_bridges
+                        .insert(call.to_owned(), (bridge.clone(), 0));
+                    self.take_call_bridge(call, created);
+                    self.registry.watch(key, &bridge, notices);
+                    self.ari.add_channel(&bridge, call).await?;
+                    self.ari.add_channel(&bridge, &em_id).await?;
+                } else {
+                    drop(_serial);
+                    let snoop = internal_id("sn");
+                    created.snoop = Some(snoop.clone());
+                    let entered = self.registry.expect_stasis_start(&snoop);
+                    self.registry.watch(key, &snoop, notices.clone());
+                    self.ari
+                        .snoop(call, &snoop, &self.app, "both", "both")
+                        .await
+                        .inspect_err(|_| self.registry.cancel_stasis_start(&snoop))?;
+                    wait_stasis_start(entered, &snoop).await?;
+                    let bridge = internal_id("br");
+                    created.bridge = Some(bridge.clone());
+                    self.ari.create_bridge(&bridge, &self.app).await?;
+                    self.registry.watch(key, &bridge, notices);
+                    self.ari.add_channel(&bridge, &snoop).await?;
+                    self.ari.add_channel(&bridge, &em_id).await?;
+                }
+            }
+        }
+        Ok((
+            Leg::Rtp(RtpLeg::new(socket, peer, payload_type)),
+            leg_format,
+        ))
+    }
+
+    fn take_call_bridge(&self, call: &str, created: &mut Created) {
+        if let Some((_, refs)) = self.lock().call_bridges.get_mut(call) {
+            *refs += 1;
+            created.shared_call_bridge = Some(call.to_owned());
+        }
+    }
+
+    /// Removes what the stream created; every step is tried, failures are logged.
+    async fn teardown(&self, created: Created) {
+        let mut bridges = Vec::new();
+        bridges.extend(created.bridge);
+        if let Some(call) = created.shared_call_bridge {
+            let mut state = self.lock();
+            if let Some((bridge, refs)) = state.call_bridges.get_mut(&call) {
+                *refs = refs.saturating_sub(1);
+                if *refs == 0 {
+                    bridges.push(bridge.clone());
+                    state.call_bridges.remove(&call);
+                }
+            }
+        }
+        let channels = [created.external_media, created.snoop];
+        let hangups = channels.iter().flatten().map(|id| async move {
+            match self.ari.hangup(id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => tracing::warn!(channel = %id, error = %e, "teardown: hangup failed"),
+            }
+        });
+        let destroys = bridges.iter().map(|id| async move {
+            match self.ari.destroy_bridge(id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => tracing::warn!(bridge = %id, error = %e, "teardown: destroy failed"),
+            }
+        });
+        futures::future::join(
+            futures::future::join_all(hangups),
+            futures::future::join_all(destroys),
+        )
+        .await;
+    }
+
+    /// Removes the leftovers of a previous run once Asterisk is reachable, then lets streams
+    /// in. Retries while Asterisk refuses; ends with `cancel`.
+    pub async fn clean_start(
+        &self,
+        mut connected: tokio::sync::watch::Receiver<bool>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                up = connected.wait_for(|up| *up) => if up.is_err() { return },
+            }
+            match self.remove_leftovers().await {
+                Ok(removed) => {
+                    if removed > 0 {
+                        tracing::info!(removed, "removed leftovers of a previous run");
+                    }
+                    self.leftovers_removed.store(true, Ordering::Release);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "removing leftovers of a previous run failed");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes what a previous run of this application left in Asterisk: its own channels
+    /// (`mediastream-…` in this application) and bridges (`mediastream-…` named after it).
+    async fn remove_leftovers(&self) -> Result<usize, AriError> {
+        let mut removed = 0;
+        for channel in self.ari.channels().await? {
+            if channel.id.starts_with(INTERNAL_PREFIX)
+                && channel.is_in_stasis_app(&self.app)
+                && self.ari.hangup(&channel.id).await.is_ok()
+            {
+                removed += 1;
+            }
+        }
+        for bridge in self.ari.bridges().await? {
+            if bridge.id.starts_with(INTERNAL_PREFIX)
+                && bridge.name == self.app
+                && self.ari.destroy_bridge(&bridge.id).await.is_ok()
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn internal_id(kind: &str) -> String {
+    format!("{INTERNAL_PREFIX}{kind}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn wait_stasis_start(
+    entered: tokio::sync::oneshot::Receiver<()>,
+    id: &str,
+) -> Result<(), SetupError> {
+    match tokio::time::timeout(STASIS_START_TIMEOUT, entered).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(SetupError::Incomplete(format!(
+            "{id} did not enter the application"
+        ))),
+    }
+}
+
+/// Asterisk's side of an RTP externalMedia channel.
+fn rtp_peer(channel: &crate::ari::Channel) -> Option<SocketAddr> {
+    let vars = channel.channelvars.as_ref()?;
+    let ip = vars.get("UNICASTRTP_LOCAL_ADDRESS")?.as_str()?;
+    let port = vars.get("UNICASTRTP_LOCAL_PORT")?.as_str()?;
+    format!("{ip}:{port}").parse().ok()
+}

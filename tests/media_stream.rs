@@ -1,0 +1,133 @@
+//! Media streams against a real Asterisk: what the client hears and what the call hears, by
+//! frequency, in every encapsulation.
+
+mod common;
+
+use std::time::Duration;
+
+use common::audio::{describe, rms, tone, tone_share};
+use common::client::{Enc, MediaClient, open};
+use common::*;
+
+/// A call in the service's app whose far end runs `exten`, known to the service.
+async fn call(service: &Service, exten: &str) -> String {
+    let ari = ari().await;
+    let id = originate(&ari, &service.app, exten).await;
+    eventually(Duration::from_secs(5), || async {
+        service.get(&format!("/v1.0/calls/{id}")).await.0 == 200
+    })
+    .await;
+    id
+}
+
+async fn stream(service: &Service, call: &str, enc: Enc) -> MediaClient {
+    match open(
+        service.addr,
+        &format!("/v1.0/calls/{call}"),
+        enc,
+        &format!("token={API_KEY}"),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(r) => panic!("refused {}: {}", r.status, r.body),
+    }
+}
+
+/// The service's own channels and bridges still in Asterisk for this service's app.
+async fn leftovers(service: &Service) -> Vec<String> {
+    let ari = ari().await;
+    let mut ids: Vec<String> = ari
+        .channels()
+        .await
+        .expect("channels")
+        .into_iter()
+        .filter(|c| c.id.starts_with("mediastream-") && c.is_in_stasis_app(&service.app))
+        .map(|c| c.id)
+        .collect();
+    ids.extend(
+        ari.bridges()
+            .await
+            .expect("bridges")
+            .into_iter()
+            .filter(|b| b.id.starts_with("mediastream-") && b.name == service.app)
+            .map(|b| b.id),
+    );
+    ids
+}
+
+#[tokio::test]
+async fn every_encapsulation_hears_the_call_tone() {
+    let service = Service::start(test_settings()).await;
+    for enc in Enc::ALL {
+        let id = call(&service, "tone").await;
+        let mut client = stream(&service, &id, enc).await;
+        // Playtones starts about half a second late: skip the first second.
+        client.listen(Duration::from_secs(1)).await;
+        let (samples, messages) = client.listen(Duration::from_secs(2)).await;
+        let report = describe(&samples, &[1000.0, 600.0, 400.0]);
+        println!("{enc:?}: {messages} messages in 2 s; {report}");
+        assert!(
+            (90..=110).contains(&messages),
+            "{enc:?}: ~50 messages a second, got {messages} in 2 s"
+        );
+        assert!(rms(&samples) > 500.0, "{enc:?}: {report}");
+        assert!(tone_share(&samples, 1000.0) > 0.8, "{enc:?}: {report}");
+        client.close().await;
+        hangup(&ari().await, &id).await;
+    }
+    eventually(Duration::from_secs(2), || async {
+        leftovers(&service).await.is_empty()
+    })
+    .await;
+    service.stop().await;
+}
+
+/// Sends `seconds` of `freq` in real time, 20 ms a message (for `sln`, in odd-sized chunks),
+/// while listening; returns what was heard in the second half.
+async fn talk_and_listen(client: &mut MediaClient, freq: f64, seconds: u32) -> Vec<i16> {
+    let frames = seconds as usize * 50;
+    let mut heard = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    for i in 0..frames {
+        ticker.tick().await;
+        let samples = tone(freq, 160, i * 160, 8000.0);
+        let bytes = client.encode_frame(&samples);
+        if matches!(client.enc, Enc::SlnSlin | Enc::SlnUlaw) {
+            // Re-cut into odd-sized chunks (whole samples for slin): the service re-chunks.
+            pending.extend(bytes);
+            let unit = if client.enc == Enc::SlnSlin { 2 } else { 1 };
+            let chunk = 97 * unit;
+            while pending.len() >= chunk {
+                let rest = pending.split_off(chunk);
+                let piece = std::mem::replace(&mut pending, rest);
+                client.send_binary(piece).await;
+            }
+        } else {
+            client.send_binary(bytes).await;
+        }
+        let (samples, _) = client.listen(Duration::from_millis(1)).await;
+        if i >= frames / 2 {
+            heard.extend(samples);
+        }
+    }
+    heard
+}
+
+#[tokio::test]
+async fn every_encapsulation_is_heard_by_the_call() {
+    let service = Service::start(test_settings()).await;
+    for enc in Enc::ALL {
+        let id = call(&service, "echo").await;
+        let mut client = stream(&service, &id, enc).await;
+        let heard = talk_and_listen(&mut client, 600.0, 3).await;
+        let report = describe(&heard, &[600.0, 1000.0, 400.0]);
+        println!("{enc:?} echo: {report}");
+        assert!(rms(&heard) > 500.0, "{enc:?}: {report}");
+        assert!(tone_share(&heard, 600.0) > 0.8, "{enc:?}: {report}");
+        client.close().await;
+        hangup(&ari().await, &id).await;
+    }
+    service.stop().await;
+}
