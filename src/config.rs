@@ -43,6 +43,7 @@ pub struct MediaSettings {
     /// Given to Asterisk as `external_host`; differs from `bind_ip` behind NAT or in containers.
     pub advertise_ip: IpAddr,
     pub rtp_ports: RangeInclusive<u16>,
+    /// 0 picks a free port at start-up (tests run several services side by side).
     pub audiosocket_port: u16,
     pub asterisk_transport: AsteriskTransport,
     pub jitter_ms: u32,
@@ -388,9 +389,6 @@ impl Settings {
                 ),
             )
         })?;
-        if raw.media.audiosocket_port == 0 {
-            return Err(invalid("media.audiosocket_port", "must not be 0"));
-        }
         if !(20..=1000).contains(&raw.media.jitter_ms) {
             return Err(invalid("media.jitter_ms", "must be within 20..=1000"));
         }

@@ -21,6 +21,7 @@ pub mod relay;
 pub mod session;
 pub mod telemetry;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -31,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use crate::ari::AriClient;
 use crate::ari::events::EventStream;
 use crate::config::Settings;
+use crate::relay::audiosocket_leg::AudioSocketHub;
 use crate::session::{Registry, Streams};
 use crate::telemetry::Metrics;
 
@@ -65,11 +67,27 @@ pub async fn run(
         .run(background.clone()),
     );
     tracker.spawn(registry.clone().run(events_rx, background.clone()));
+    let hub = AudioSocketHub::bind(
+        SocketAddr::new(settings.media.bind_ip, settings.media.audiosocket_port),
+        &tracker,
+        background.clone(),
+    )
+    .await
+    .map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "media.audiosocket_port {}: {e}",
+                settings.media.audiosocket_port
+            ),
+        )
+    })?;
     let streams = Arc::new(Streams::new(
         registry.clone(),
         settings.ari.app.clone(),
         settings.media.clone(),
         settings.limits.clone(),
+        hub,
         metrics.clone(),
         shutdown.child_token(),
     ));

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use ari_mediastream::config::AsteriskTransport;
 use common::audio::{describe, rms, tone, tone_share};
 use common::client::{Enc, MediaClient, open};
 use common::*;
@@ -57,8 +58,17 @@ async fn leftovers(service: &Service) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn every_encapsulation_hears_the_call_tone() {
-    let service = Service::start(test_settings()).await;
+async fn every_encapsulation_hears_the_call_tone_over_rtp() {
+    hears_the_call_tone(AsteriskTransport::Rtp).await;
+}
+
+#[tokio::test]
+async fn every_encapsulation_hears_the_call_tone_over_audiosocket() {
+    hears_the_call_tone(AsteriskTransport::Audiosocket).await;
+}
+
+async fn hears_the_call_tone(transport: AsteriskTransport) {
+    let service = Service::start(with_transport(transport)).await;
     for enc in Enc::ALL {
         let id = call(&service, "tone").await;
         let mut client = stream(&service, &id, enc).await;
@@ -66,7 +76,7 @@ async fn every_encapsulation_hears_the_call_tone() {
         client.listen(Duration::from_secs(1)).await;
         let (samples, messages) = client.listen(Duration::from_secs(2)).await;
         let report = describe(&samples, &[1000.0, 600.0, 400.0]);
-        println!("{enc:?}: {messages} messages in 2 s; {report}");
+        println!("{transport:?} {enc:?}: {messages} messages in 2 s; {report}");
         assert!(
             (90..=110).contains(&messages),
             "{enc:?}: ~50 messages a second, got {messages} in 2 s"
@@ -116,14 +126,23 @@ async fn talk_and_listen(client: &mut MediaClient, freq: f64, seconds: u32) -> V
 }
 
 #[tokio::test]
-async fn every_encapsulation_is_heard_by_the_call() {
-    let service = Service::start(test_settings()).await;
+async fn every_encapsulation_is_heard_by_the_call_over_rtp() {
+    is_heard_by_the_call(AsteriskTransport::Rtp).await;
+}
+
+#[tokio::test]
+async fn every_encapsulation_is_heard_by_the_call_over_audiosocket() {
+    is_heard_by_the_call(AsteriskTransport::Audiosocket).await;
+}
+
+async fn is_heard_by_the_call(transport: AsteriskTransport) {
+    let service = Service::start(with_transport(transport)).await;
     for enc in Enc::ALL {
         let id = call(&service, "echo").await;
         let mut client = stream(&service, &id, enc).await;
         let heard = talk_and_listen(&mut client, 600.0, 3).await;
         let report = describe(&heard, &[600.0, 1000.0, 400.0]);
-        println!("{enc:?} echo: {report}");
+        println!("{transport:?} {enc:?} echo: {report}");
         assert!(rms(&heard) > 500.0, "{enc:?}: {report}");
         assert!(tone_share(&heard, 600.0) > 0.8, "{enc:?}: {report}");
         client.close().await;

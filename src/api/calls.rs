@@ -20,16 +20,19 @@ pub struct CallView {
     external_media_ids: Vec<String>,
 }
 
-impl From<Channel> for CallView {
-    fn from(c: Channel) -> CallView {
+impl CallView {
+    fn new(c: Channel, state: &AppState) -> CallView {
+        let stream_ids = CallId::parse(&c.id)
+            .map(|id| state.streams.ids_for(&Resource::Call(id)))
+            .unwrap_or_default();
         CallView {
             id: c.id,
             name: c.name,
             state: c.state,
             caller: c.caller,
             created: c.creationtime,
-            // Media streams and external medias are not built yet: none can exist.
-            stream_ids: Vec::new(),
+            stream_ids,
+            // External media is not built yet: none can exist.
             external_media_ids: Vec::new(),
         }
     }
@@ -44,7 +47,7 @@ pub async fn list(
         .registry
         .calls()
         .into_iter()
-        .map(CallView::from)
+        .map(|c| CallView::new(c, &state))
         .collect();
     Ok(Json(serde_json::json!({ "result": calls })))
 }
@@ -57,5 +60,5 @@ pub async fn get(
     let id = CallId::parse(&id)?;
     principal.authorize(&Resource::Call(id.clone()))?;
     let channel = state.registry.find_call(&id).await?;
-    Ok(Json(channel.into()))
+    Ok(Json(CallView::new(channel, &state)))
 }

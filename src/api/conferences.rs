@@ -19,8 +19,11 @@ pub struct ConferenceView {
     external_media_ids: Vec<String>,
 }
 
-impl From<Bridge> for ConferenceView {
-    fn from(b: Bridge) -> ConferenceView {
+impl ConferenceView {
+    fn new(b: Bridge, state: &AppState) -> ConferenceView {
+        let stream_ids = ConferenceId::parse(&b.id)
+            .map(|id| state.streams.ids_for(&Resource::Conference(id)))
+            .unwrap_or_default();
         ConferenceView {
             id: b.id,
             name: b.name,
@@ -29,8 +32,8 @@ impl From<Bridge> for ConferenceView {
                 .into_iter()
                 .filter(|c| !c.starts_with(crate::domain::INTERNAL_PREFIX))
                 .collect(),
-            // Media streams and external medias are not built yet: none can exist.
-            stream_ids: Vec::new(),
+            stream_ids,
+            // External media is not built yet: none can exist.
             external_media_ids: Vec::new(),
         }
     }
@@ -52,7 +55,7 @@ pub async fn list(
         .registry
         .conferences()
         .into_iter()
-        .map(ConferenceView::from)
+        .map(|b| ConferenceView::new(b, &state))
         .collect();
     Ok(Json(serde_json::json!({ "result": conferences })))
 }
@@ -69,7 +72,8 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ConferenceView>, ApiError> {
     let id = conference_id(&id, &principal)?;
-    Ok(Json(state.registry.find_conference(&id).await?.into()))
+    let bridge = state.registry.find_conference(&id).await?;
+    Ok(Json(ConferenceView::new(bridge, &state)))
 }
 
 /// The body is optional: no body, `{}` and `{"name": "..."}` are all fine.
@@ -92,7 +96,10 @@ pub async fn create(
         ));
     }
     let bridge = state.registry.create_conference(&name).await?;
-    Ok((StatusCode::CREATED, Json(bridge.into())))
+    Ok((
+        StatusCode::CREATED,
+        Json(ConferenceView::new(bridge, &state)),
+    ))
 }
 
 pub async fn destroy(

@@ -1,10 +1,12 @@
-//! The IO shells that move audio: the Asterisk-facing sockets ([`rtp_leg`], [`port_pool`]) and
+//! The IO shells that move audio: the Asterisk-facing sockets ([`rtp_leg`], [`port_pool`],
+//! [`audiosocket_leg`]) and
 //! the per-stream engine ([`stream`]) that joins one of them to a client's WebSocket, written
 //! against `Stream`/`Sink` of [`Inbound`]/[`Outbound`] so that it knows nothing of axum.
 //!
 //! Knows nothing of ARI either: what needs Asterisk (DTMF into the call) is asked of the
 //! session through [`stream::Action`].
 
+pub mod audiosocket_leg;
 pub mod port_pool;
 pub mod rtp_leg;
 pub mod stream;

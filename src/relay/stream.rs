@@ -19,6 +19,7 @@ use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::audiosocket_leg::AudioSocketLeg;
 use super::rtp_leg::RtpLeg;
 use super::{Inbound, Outbound};
 use crate::codec::audiosocket::{self, Kind};
@@ -72,18 +73,21 @@ impl StreamSpec {
 #[derive(Debug)]
 pub enum Leg {
     Rtp(RtpLeg),
+    AudioSocket(AudioSocketLeg),
 }
 
 impl Leg {
     async fn recv(&mut self) -> std::io::Result<&[u8]> {
         match self {
             Leg::Rtp(leg) => leg.recv().await,
+            Leg::AudioSocket(leg) => leg.recv().await,
         }
     }
 
     async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
         match self {
             Leg::Rtp(leg) => leg.send(frame, FRAME_SAMPLES as u32).await,
+            Leg::AudioSocket(leg) => leg.send(frame).await,
         }
     }
 
@@ -91,6 +95,7 @@ impl Leg {
     fn take_drops(&mut self) -> u64 {
         match self {
             Leg::Rtp(leg) => std::mem::take(&mut leg.malformed) + std::mem::take(&mut leg.foreign),
+            Leg::AudioSocket(leg) => std::mem::take(&mut leg.malformed),
         }
     }
 }
@@ -400,6 +405,9 @@ impl<'m> Engine<'m> {
                         // Err only when the writer is gone: the client is leaving anyway.
                         let _ = self.audio_tx.send(message);
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        return self.leg_closed().await;
+                    }
                     Err(e) => return EndReason::Failure(format!("receiving from Asterisk: {e}")),
                 },
                 message = client_rx.next(), if self.playout.has_room() => {
@@ -417,6 +425,23 @@ impl<'m> Engine<'m> {
                     }
                 }
                 _ = sleep_until_opt(expiry) => return EndReason::TokenExpired,
+            }
+        }
+    }
+
+    /// Asterisk closed the leg: usually because the call ended, which the session learns from
+    /// events a moment later. Wait briefly for that word before calling it a failure.
+    async fn leg_closed(&mut self) -> EndReason {
+        let grace = tokio::time::sleep(Duration::from_millis(300));
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                _ = &mut grace => return EndReason::Failure("Asterisk closed the media leg".into()),
+                signal = self.channels.signals.recv() => match signal {
+                    Some(Signal::End(reason)) => return reason,
+                    Some(Signal::Dtmf(_)) => {}
+                    None => return EndReason::Failure("the session ended".into()),
+                },
             }
         }
     }

@@ -27,9 +27,10 @@ use tracing::Instrument;
 use super::registry::{Notice, Registry, SessionError};
 use crate::ari::rest::ExternalMediaParams;
 use crate::ari::{AriClient, AriError};
-use crate::config::{LimitSettings, MediaSettings};
+use crate::config::{AsteriskTransport, LimitSettings, MediaSettings};
 use crate::domain::{Encapsulation, Format, INTERNAL_PREFIX, Resource};
 use crate::media::transcode::SampleFormat;
+use crate::relay::audiosocket_leg::{AudioSocketHub, AudioSocketLeg};
 use crate::relay::port_pool::PortPool;
 use crate::relay::rtp_leg::RtpLeg;
 use crate::relay::stream::{self as relay, Action, Channels, EndReason, Leg, Signal, StreamSpec};
@@ -67,6 +68,7 @@ pub struct Streams {
     media: MediaSettings,
     limits: LimitSettings,
     ports: PortPool,
+    hub: AudioSocketHub,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
     /// Serialises the decision "share the call's bridge or make one", which reads then writes
@@ -132,12 +134,14 @@ impl Streams {
         app: String,
         media: MediaSettings,
         limits: LimitSettings,
+        hub: AudioSocketHub,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Streams {
         Streams {
             ari: registry.ari().clone(),
             ports: PortPool::new(media.bind_ip, media.rtp_ports.clone()),
+            hub,
             registry,
             app,
             media,
@@ -389,34 +393,15 @@ impl Streams {
         notices: mpsc::UnboundedSender<Notice>,
         created: &mut Created,
     ) -> Result<(Leg, SampleFormat), SetupError> {
-        // Asterisk's slin on RTP is big-endian; ulaw stays ulaw end to end.
-        let (leg_format, ari_format, payload_type) = match request.format {
-            Format::Ulaw => (SampleFormat::Ulaw, "ulaw", 0),
-            Format::Slin => (SampleFormat::SlinBe, "slin", 10),
-        };
-        let socket = self.ports.bind().await.map_err(SetupError::Port)?;
-        let local_port = socket.local_addr().map_err(SetupError::Port)?.port();
         let em_id = internal_id("em");
         created.external_media = Some(em_id.clone());
         let entered = self.registry.expect_stasis_start(&em_id);
         self.registry.watch(key, &em_id, notices.clone());
-        let external_host = SocketAddr::new(self.media.advertise_ip, local_port).to_string();
-        let channel = self
-            .ari
-            .external_media(&ExternalMediaParams {
-                channel_id: &em_id,
-                app: &self.app,
-                external_host: &external_host,
-                encapsulation: "rtp",
-                transport: "udp",
-                format: ari_format,
-                direction: "both",
-                data: None,
-            })
-            .await
-            .inspect_err(|_| self.registry.cancel_stasis_start(&em_id))?;
-        let peer = rtp_peer(&channel)
-            .ok_or_else(|| SetupError::Incomplete("externalMedia gave no RTP address".into()))?;
+        let leg = match self.transport_for(request.encapsulation) {
+            AsteriskTransport::Audiosocket => self.audiosocket_leg(&em_id).await,
+            _ => self.rtp_leg(&em_id, request.format).await,
+        };
+        let (leg, leg_format) = leg.inspect_err(|_| self.registry.cancel_stasis_start(&em_id))?;
         wait_stasis_start(entered, &em_id).await?;
 
         match &request.resource {
@@ -480,10 +465,90 @@ impl Streams {
                 }
             }
         }
+        Ok((leg, leg_format))
+    }
+
+    fn transport_for(&self, encapsulation: Encapsulation) -> AsteriskTransport {
+        match (self.media.asterisk_transport, encapsulation) {
+            (AsteriskTransport::Auto, Encapsulation::Audiosocket) => AsteriskTransport::Audiosocket,
+            (AsteriskTransport::Auto, _) => AsteriskTransport::Rtp,
+            (chosen, _) => chosen,
+        }
+    }
+
+    /// An externalMedia channel over RTP, in the client's format (ulaw, or slin which Asterisk
+    /// sends big-endian), and the socket that talks to it.
+    async fn rtp_leg(
+        &self,
+        em_id: &str,
+        format: Format,
+    ) -> Result<(Leg, SampleFormat), SetupError> {
+        let (leg_format, ari_format, payload_type) = match format {
+            Format::Ulaw => (SampleFormat::Ulaw, "ulaw", 0),
+            Format::Slin => (SampleFormat::SlinBe, "slin", 10),
+        };
+        let socket = self.ports.bind().await.map_err(SetupError::Port)?;
+        let local_port = socket.local_addr().map_err(SetupError::Port)?.port();
+        let external_host = SocketAddr::new(self.media.advertise_ip, local_port).to_string();
+        let channel = self
+            .ari
+            .external_media(&ExternalMediaParams {
+                channel_id: em_id,
+                app: &self.app,
+                external_host: &external_host,
+                encapsulation: "rtp",
+                transport: "udp",
+                format: ari_format,
+                direction: "both",
+                data: None,
+            })
+            .await?;
+        let peer = rtp_peer(&channel)
+            .ok_or_else(|| SetupError::Incomplete("externalMedia gave no RTP address".into()))?;
         Ok((
             Leg::Rtp(RtpLeg::new(socket, peer, payload_type)),
             leg_format,
         ))
+    }
+
+    /// An externalMedia channel over AudioSocket: Asterisk connects to the hub during the
+    /// request, announcing the UUID given as `data`. Always slin (little-endian): Asterisk
+    /// labels any format as 8 kHz slin on this leg.
+    async fn audiosocket_leg(&self, em_id: &str) -> Result<(Leg, SampleFormat), SetupError> {
+        let id = uuid::Uuid::new_v4();
+        let arrival = self.hub.expect(id);
+        let external_host =
+            SocketAddr::new(self.media.advertise_ip, self.hub.local_addr().port()).to_string();
+        let data = id.to_string();
+        let created = self
+            .ari
+            .external_media(&ExternalMediaParams {
+                channel_id: em_id,
+                app: &self.app,
+                external_host: &external_host,
+                encapsulation: "audiosocket",
+                transport: "tcp",
+                format: "slin",
+                direction: "both",
+                data: Some(&data),
+            })
+            .await;
+        if let Err(e) = created {
+            self.hub.forget(id);
+            return Err(e.into());
+        }
+        match tokio::time::timeout(STASIS_START_TIMEOUT, arrival).await {
+            Ok(Ok(identified)) => Ok((
+                Leg::AudioSocket(AudioSocketLeg::new(identified)),
+                SampleFormat::SlinLe,
+            )),
+            _ => {
+                self.hub.forget(id);
+                Err(SetupError::Incomplete(
+                    "Asterisk did not connect to the AudioSocket listener".into(),
+                ))
+            }
+        }
     }
 
     fn take_call_bridge(&self, call: &str, created: &mut Created) {

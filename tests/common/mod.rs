@@ -74,6 +74,15 @@ pub fn test_settings() -> Settings {
     s.auth.api_keys = vec![API_KEY.into()];
     s.auth.jwt_secret = Some(JWT_SECRET.into());
     s.http.listen = "127.0.0.1:0".parse().expect("addr");
+    // Services run side by side in one test binary: each takes a free AudioSocket port.
+    s.media.audiosocket_port = 0;
+    s
+}
+
+/// [`test_settings`] with the given Asterisk-facing transport.
+pub fn with_transport(transport: ari_mediastream::config::AsteriskTransport) -> Settings {
+    let mut s = test_settings();
+    s.media.asterisk_transport = transport;
     s
 }
 
