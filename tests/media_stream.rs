@@ -7,55 +7,8 @@ use std::time::Duration;
 
 use ari_mediastream::config::AsteriskTransport;
 use common::audio::{describe, rms, tone, tone_share};
-use common::client::{Enc, MediaClient, open};
+use common::client::{Enc, MediaClient};
 use common::*;
-
-/// A call in the service's app whose far end runs `exten`, known to the service.
-async fn call(service: &Service, exten: &str) -> String {
-    let ari = ari().await;
-    let id = originate(&ari, &service.app, exten).await;
-    eventually(Duration::from_secs(5), || async {
-        service.get(&format!("/v1.0/calls/{id}")).await.0 == 200
-    })
-    .await;
-    id
-}
-
-async fn stream(service: &Service, call: &str, enc: Enc) -> MediaClient {
-    match open(
-        service.addr,
-        &format!("/v1.0/calls/{call}"),
-        enc,
-        &format!("token={API_KEY}"),
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(r) => panic!("refused {}: {}", r.status, r.body),
-    }
-}
-
-/// The service's own channels and bridges still in Asterisk for this service's app.
-async fn leftovers(service: &Service) -> Vec<String> {
-    let ari = ari().await;
-    let mut ids: Vec<String> = ari
-        .channels()
-        .await
-        .expect("channels")
-        .into_iter()
-        .filter(|c| c.id.starts_with("mediastream-") && c.is_in_stasis_app(&service.app))
-        .map(|c| c.id)
-        .collect();
-    ids.extend(
-        ari.bridges()
-            .await
-            .expect("bridges")
-            .into_iter()
-            .filter(|b| b.id.starts_with("mediastream-") && b.name == service.app)
-            .map(|b| b.id),
-    );
-    ids
-}
 
 #[tokio::test]
 async fn every_encapsulation_hears_the_call_tone_over_rtp() {

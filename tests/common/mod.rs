@@ -282,3 +282,55 @@ pub fn jwt(exp_in_secs: i64, resource: Option<&str>) -> String {
 pub fn reason(body: &serde_json::Value) -> &str {
     body["error"]["reason"].as_str().unwrap_or("<no reason>")
 }
+
+/// A call in the service's app whose far end runs `exten`, known to the service.
+pub async fn call(service: &Service, exten: &str) -> String {
+    let ari = ari().await;
+    let id = originate(&ari, &service.app, exten).await;
+    eventually(Duration::from_secs(5), || async {
+        service.get(&format!("/v1.0/calls/{id}")).await.0 == 200
+    })
+    .await;
+    id
+}
+
+pub async fn stream(service: &Service, call: &str, enc: client::Enc) -> client::MediaClient {
+    match client::open(
+        service.addr,
+        &format!("/v1.0/calls/{call}"),
+        enc,
+        &format!("token={API_KEY}"),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(r) => panic!("refused {}: {}", r.status, r.body),
+    }
+}
+
+/// The service's own channels and bridges still in Asterisk for this service's app.
+pub async fn leftovers(service: &Service) -> Vec<String> {
+    leftovers_of(&service.app).await
+}
+
+/// The `mediastream-` channels and bridges of the application `app` in Asterisk.
+pub async fn leftovers_of(app: &str) -> Vec<String> {
+    let ari = ari().await;
+    let mut ids: Vec<String> = ari
+        .channels()
+        .await
+        .expect("channels")
+        .into_iter()
+        .filter(|c| c.id.starts_with("mediastream-") && c.is_in_stasis_app(app))
+        .map(|c| c.id)
+        .collect();
+    ids.extend(
+        ari.bridges()
+            .await
+            .expect("bridges")
+            .into_iter()
+            .filter(|b| b.id.starts_with("mediastream-") && b.name == app)
+            .map(|b| b.id),
+    );
+    ids
+}

@@ -1,0 +1,330 @@
+//! A stream's life: events in order, every way it can end, and nothing left in Asterisk after.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::audio::{rms, tone, tone_share};
+use common::client::{Enc, open};
+use common::*;
+
+/// Waits until the service's objects are gone from Asterisk; how long it took.
+async fn gone_within(service: &Service, limit: Duration) -> Duration {
+    let start = Instant::now();
+    eventually(limit, || async { leftovers(service).await.is_empty() }).await;
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn client_close_removes_everything_within_a_second() {
+    let service = Service::start(test_settings()).await;
+    let id = call(&service, "tone").await;
+    let mut client = stream(&service, &id, Enc::SlnSlin).await;
+    let (_, messages) = client.listen(Duration::from_millis(500)).await;
+    assert!(messages > 0);
+    let made = leftovers(&service).await;
+    assert_eq!(
+        made.len(),
+        2,
+        "an externalMedia channel and a bridge: {made:?}"
+    );
+    let (_, call_view) = service.get(&format!("/v1.0/calls/{id}")).await;
+    assert_eq!(call_view["stream_ids"].as_array().map(Vec::len), Some(1));
+
+    client.close().await;
+    let took = gone_within(&service, Duration::from_secs(1)).await;
+    println!("teardown after client close: {took:?}");
+    // The call itself is untouched, back in the application.
+    let (status, call_view) = service.get(&format!("/v1.0/calls/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(call_view["stream_ids"], serde_json::json!([]));
+    hangup(&ari().await, &id).await;
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn call_hangup_closes_with_1000_and_removes_everything() {
+    let service = Service::start(test_settings()).await;
+    let id = call(&service, "tone").await;
+    let mut client = open(
+        service.addr,
+        &format!("/v1.0/calls/{id}"),
+        Enc::RtpUlaw,
+        &format!("events=true&token={API_KEY}"),
+    )
+    .await
+    .expect("opens");
+    client.listen(Duration::from_millis(300)).await;
+    let hung_up = Instant::now();
+    hangup(&ari().await, &id).await;
+    let close = client
+        .closed(Duration::from_secs(1))
+        .await
+        .expect("closed within a second");
+    println!("close after hangup: {:?} in {:?}", close, hung_up.elapsed());
+    assert_eq!(close.0, 1000);
+    let stopped = client.texts.last().expect("events");
+    assert_eq!(stopped["type"], "stopped");
+    assert_eq!(stopped["reason"], "hangup");
+    let took = gone_within(&service, Duration::from_secs(1)).await;
+    println!("teardown after hangup: {took:?}");
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn events_come_in_the_contract_order() {
+    let service = Service::start(test_settings()).await;
+    let id = call(&service, "echo").await;
+    let mut client = open(
+        service.addr,
+        &format!("/v1.0/calls/{id}"),
+        Enc::SlnSlin,
+        &format!("events=true&token={API_KEY}"),
+    )
+    .await
+    .expect("opens");
+    // `started` is the very first message.
+    use futures::StreamExt;
+    let first = client.ws.next().await.expect("a message").expect("ok");
+    let started: serde_json::Value =
+        serde_json::from_str(first.to_text().expect("text first")).expect("JSON");
+    assert_eq!(started["type"], "started");
+    assert_eq!(started["call_id"], id.as_str());
+    assert_eq!(started["encapsulation"], "sln");
+    assert_eq!(started["format"], "slin");
+    assert_eq!(started["sample_rate"], 8000);
+    assert_eq!(started["ptime_ms"], 20);
+    assert!(started["stream_id"].as_str().is_some_and(|s| s.len() == 36));
+
+    // A mark after 200 ms of audio comes back once that audio has gone to Asterisk.
+    let audio = common::audio::slin_le(&tone(600.0, 1600, 0, 8000.0));
+    let sent = Instant::now();
+    client.send_binary(audio).await;
+    client
+        .send_text(r#"{"type":"mark","name":"after-hello"}"#)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !client.texts.iter().any(|t| t["type"] == "mark") && Instant::now() < deadline {
+        client.listen(Duration::from_millis(20)).await;
+    }
+    let mark = client
+        .texts
+        .iter()
+        .find(|t| t["type"] == "mark")
+        .expect("mark event");
+    assert_eq!(mark["name"], "after-hello");
+    let took = sent.elapsed();
+    println!("mark after 200 ms of audio: {took:?}");
+    // Ten frames leave at ten ticks of the 20 ms clock: the last no sooner than 180 ms after
+    // the first.
+    assert!(
+        took >= Duration::from_millis(180),
+        "not before its audio was sent: {took:?}"
+    );
+
+    // Clear drops queued audio (here 3.75 s, one message under the 64 KiB cap) and says so.
+    client
+        .send_binary(common::audio::slin_le(&tone(600.0, 30_000, 0, 8000.0)))
+        .await;
+    client.send_text(r#"{"type":"clear"}"#).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !client.texts.iter().any(|t| t["type"] == "cleared") && Instant::now() < deadline {
+        client.listen(Duration::from_millis(20)).await;
+    }
+    assert!(client.texts.iter().any(|t| t["type"] == "cleared"));
+
+    client.send_text(r#"{"type":"stop"}"#).await;
+    let close = client.closed(Duration::from_secs(2)).await.expect("closed");
+    assert_eq!(close.0, 1000);
+    let last = client.texts.last().expect("stopped");
+    assert_eq!(
+        (last["type"].as_str(), last["reason"].as_str()),
+        (Some("stopped"), Some("client"))
+    );
+    gone_within(&service, Duration::from_secs(1)).await;
+    hangup(&ari().await, &id).await;
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn dtmf_goes_into_the_call_and_comes_back_as_an_event() {
+    let service = Service::start(test_settings()).await;
+    // Echo returns DTMF too: what the client plays into the call comes back from it.
+    let id = call(&service, "echo").await;
+    let mut client = open(
+        service.addr,
+        &format!("/v1.0/calls/{id}"),
+        Enc::SlnSlin,
+        &format!("events=true&token={API_KEY}"),
+    )
+    .await
+    .expect("opens");
+    client.listen(Duration::from_millis(300)).await;
+    client.send_text(r#"{"type":"dtmf","digits":"5#"}"#).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client.texts.iter().filter(|t| t["type"] == "dtmf").count() < 2
+        && Instant::now() < deadline
+    {
+        client.listen(Duration::from_millis(50)).await;
+    }
+    let digits: Vec<&str> = client
+        .texts
+        .iter()
+        .filter(|t| t["type"] == "dtmf")
+        .filter_map(|t| t["digit"].as_str())
+        .collect();
+    assert_eq!(digits, vec!["5", "#"], "{:?}", client.texts);
+    client.close().await;
+    hangup(&ari().await, &id).await;
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_with_1001_and_removes_everything() {
+    let service = Service::start(test_settings()).await;
+    let app = service.app.clone();
+    let id = call(&service, "tone").await;
+    let mut client = stream(&service, &id, Enc::AudioSocket).await;
+    client.listen(Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(service.stop());
+    let close = client.closed(Duration::from_secs(2)).await.expect("closed");
+    assert_eq!(close.0, 1001);
+    stopping.await.expect("stopped");
+    assert!(
+        leftovers_of(&app).await.is_empty(),
+        "teardown before the service exits"
+    );
+    hangup(&ari().await, &id).await;
+}
+
+#[tokio::test]
+async fn a_restart_removes_what_a_killed_service_left() {
+    let ari = ari().await;
+    // A service in a process of its own, killed without a chance to clean up.
+    let app = unique_app();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let settings = ari_settings(&app);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ari-mediastream"))
+        .env_clear()
+        .envs([
+            ("MEDIASTREAM__ARI__URL", settings.url.as_str()),
+            ("MEDIASTREAM__ARI__USERNAME", &settings.username),
+            ("MEDIASTREAM__ARI__PASSWORD", &settings.password),
+            ("MEDIASTREAM__ARI__APP", &app),
+            ("MEDIASTREAM__HTTP__LISTEN", &listen),
+            ("MEDIASTREAM__MEDIA__AUDIOSOCKET_PORT", "0"),
+            ("MEDIASTREAM__AUTH__API_KEYS", API_KEY),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(20), || async {
+        matches!(http.get(format!("http://{listen}/ready")).send().await, Ok(r) if r.status() == 200)
+    })
+    .await;
+    let id = originate(&ari, &app, "tone").await;
+    // The stream needs the leftover sweep of the new process to have run: retry until admitted.
+    let addr: std::net::SocketAddr = listen.parse().expect("addr");
+    let mut client = None;
+    for _ in 0..50 {
+        match open(
+            addr,
+            &format!("/v1.0/calls/{id}"),
+            Enc::SlnSlin,
+            &format!("token={API_KEY}"),
+        )
+        .await
+        {
+            Ok(c) => {
+                client = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let mut client = client.expect("stream opens");
+    client.listen(Duration::from_millis(300)).await;
+    assert_eq!(leftovers_of(&app).await.len(), 2);
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+    assert_eq!(
+        leftovers_of(&app).await.len(),
+        2,
+        "a killed service leaves its objects"
+    );
+
+    let mut settings = test_settings();
+    settings.ari = ari_settings(&app);
+    let restarted = Instant::now();
+    let service = Service::start(settings).await;
+    eventually(Duration::from_secs(2), || async {
+        leftovers(&service).await.is_empty()
+    })
+    .await;
+    println!(
+        "leftovers removed {:?} after the restart",
+        restarted.elapsed()
+    );
+    // And the call itself survived, still in the application.
+    assert_eq!(service.get(&format!("/v1.0/calls/{id}")).await.0, 200);
+    hangup(&ari, &id).await;
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn token_expiry_closes_with_1008() {
+    let service = Service::start(test_settings()).await;
+    let id = call(&service, "tone").await;
+    let token = jwt(2, Some(&format!("call:{id}")));
+    let mut client = open(
+        service.addr,
+        &format!("/v1.0/calls/{id}"),
+        Enc::SlnSlin,
+        &format!("token={token}"),
+    )
+    .await
+    .expect("opens");
+    let close = client
+        .closed(Duration::from_secs(10))
+        .await
+        .expect("closed");
+    assert_eq!(close.0, 1008, "{close:?}");
+    gone_within(&service, Duration::from_secs(1)).await;
+    hangup(&ari().await, &id).await;
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn two_streams_on_one_call_share_its_bridge() {
+    let service = Service::start(test_settings()).await;
+    let id = call(&service, "tone").await;
+    let mut a = stream(&service, &id, Enc::SlnSlin).await;
+    let mut b = stream(&service, &id, Enc::RtpUlaw).await;
+    a.listen(Duration::from_millis(800)).await;
+    let (heard, _) = b.listen(Duration::from_secs(1)).await;
+    assert!(tone_share(&heard, 1000.0) > 0.5, "rms {}", rms(&heard));
+    let objects = leftovers(&service).await;
+    assert_eq!(
+        objects.len(),
+        3,
+        "two externalMedia channels, one bridge: {objects:?}"
+    );
+    a.close().await;
+    eventually(Duration::from_secs(1), || async {
+        leftovers(&service).await.len() == 2
+    })
+    .await;
+    let (heard, _) = b.listen(Duration::from_millis(500)).await;
+    assert!(!heard.is_empty(), "the second stream keeps flowing");
+    b.close().await;
+    gone_within(&service, Duration::from_secs(1)).await;
+    hangup(&ari().await, &id).await;
+    service.stop().await;
+}
