@@ -1,0 +1,137 @@
+//! Streams on a bridged call (through a snoop) and on a conference: who hears whom.
+
+mod common;
+
+use std::time::Duration;
+
+use common::audio::{describe, tone, tone_share};
+use common::client::{Enc, MediaClient, open};
+use common::*;
+
+/// Sends `freq` in real time for `seconds` while listening; returns what was heard in the
+/// last second.
+async fn talk(client: &mut MediaClient, freq: Option<f64>, seconds: usize) -> Vec<i16> {
+    let mut heard = Vec::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    let frames = seconds * 50;
+    for i in 0..frames {
+        ticker.tick().await;
+        if let Some(freq) = freq {
+            let frame = client.encode_frame(&tone(freq, 160, i * 160, 8000.0));
+            client.send_binary(frame).await;
+        }
+        let (samples, _) = client.listen(Duration::from_millis(1)).await;
+        if i >= frames - 50 {
+            heard.extend(samples);
+        }
+    }
+    heard
+}
+
+#[tokio::test]
+async fn a_bridged_call_is_streamed_through_a_snoop_both_ways() {
+    let service = Service::start(test_settings()).await;
+    // Party A's far end echoes; party B's plays 400 Hz. A and B talk in a conference.
+    let a = call(&service, "echo").await;
+    let b = call(&service, "play-400").await;
+    let (_, conf) = service.post("/v1.0/conferences", None).await;
+    let conf = conf["id"].as_str().expect("id").to_owned();
+    for party in [&a, &b] {
+        let (status, body) = service
+            .post(&format!("/v1.0/conferences/{conf}/calls/{party}"), None)
+            .await;
+        assert_eq!(status, 204, "{body}");
+    }
+
+    let mut client = stream(&service, &a, Enc::SlnSlin).await;
+    // Set up after the upgrade: a snoop, not the call itself, goes into the service's bridge.
+    eventually(Duration::from_secs(2), || async {
+        let objects = leftovers(&service).await;
+        objects.iter().any(|id| id.starts_with("mediastream-sn-")) && objects.len() == 3
+    })
+    .await;
+    // The client speaks 600 Hz into A; A's far end echoes it. The client hears party B (400 Hz,
+    // what A hears) and its own voice back from party A (what A says).
+    let heard = talk(&mut client, Some(600.0), 3).await;
+    let report = describe(&heard, &[400.0, 600.0, 1000.0]);
+    println!("snoop on a bridged call: {report}");
+    assert!(tone_share(&heard, 400.0) > 0.15, "hears party B: {report}");
+    assert!(
+        tone_share(&heard, 600.0) > 0.15,
+        "party A heard the client: {report}"
+    );
+
+    client.close().await;
+    eventually(Duration::from_secs(1), || async {
+        leftovers(&service).await.is_empty()
+    })
+    .await;
+    // The call is still in its conference.
+    let (_, view) = service.get(&format!("/v1.0/conferences/{conf}")).await;
+    assert_eq!(view["call_ids"].as_array().map(Vec::len), Some(2), "{view}");
+    let ari = ari().await;
+    hangup(&ari, &a).await;
+    hangup(&ari, &b).await;
+    service.delete(&format!("/v1.0/conferences/{conf}")).await;
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn conference_streams_hear_members_and_each_other() {
+    let service = Service::start(test_settings()).await;
+    let member = call(&service, "tone").await;
+    let (_, conf) = service.post("/v1.0/conferences", None).await;
+    let conf = conf["id"].as_str().expect("id").to_owned();
+    service
+        .post(&format!("/v1.0/conferences/{conf}/calls/{member}"), None)
+        .await;
+
+    let path = format!("/v1.0/conferences/{conf}");
+    let token = format!("token={API_KEY}");
+    let mut a = open(service.addr, &path, Enc::RtpSlin, &token)
+        .await
+        .expect("a opens");
+    let mut b = open(service.addr, &path, Enc::SlnUlaw, &token)
+        .await
+        .expect("b opens");
+    let (_, view) = service.get(&path).await;
+    assert_eq!(
+        view["stream_ids"].as_array().map(Vec::len),
+        Some(2),
+        "{view}"
+    );
+    assert_eq!(
+        view["call_ids"],
+        serde_json::json!([member]),
+        "streams are not calls"
+    );
+
+    // A speaks 600 Hz; B hears the member's 1000 Hz and A.
+    let (heard_b, ()) = tokio::join!(talk(&mut b, None, 3), async {
+        talk(&mut a, Some(600.0), 3).await;
+    });
+    let report = describe(&heard_b, &[1000.0, 600.0, 400.0]);
+    println!("conference stream B: {report}");
+    assert!(
+        tone_share(&heard_b, 1000.0) > 0.15,
+        "B hears the member: {report}"
+    );
+    assert!(
+        tone_share(&heard_b, 600.0) > 0.15,
+        "B hears stream A: {report}"
+    );
+
+    // Destroying the conference ends both streams with 1000.
+    let (status, _) = service.delete(&path).await;
+    assert_eq!(status, 204);
+    for client in [&mut a, &mut b] {
+        let close = client.closed(Duration::from_secs(1)).await.expect("closed");
+        assert_eq!(close.0, 1000);
+    }
+    eventually(Duration::from_secs(1), || async {
+        leftovers(&service).await.is_empty()
+    })
+    .await;
+    hangup(&ari().await, &member).await;
+    service.stop().await;
+}
