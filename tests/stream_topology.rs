@@ -135,3 +135,67 @@ async fn conference_streams_hear_members_and_each_other() {
     hangup(&ari().await, &member).await;
     service.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_follows_its_call_into_and_out_of_a_conference() {
+    let service = Service::start(test_settings()).await;
+    let caller = call(&service, "tone").await;
+    let other = call(&service, "play-400").await;
+    let (_, conf) = service.post("/v1.0/conferences", None).await;
+    let conf = conf["id"].as_str().expect("id").to_owned();
+    service
+        .post(&format!("/v1.0/conferences/{conf}/calls/{other}"), None)
+        .await;
+
+    // Idle: the stream hears the caller only.
+    let mut client = stream(&service, &caller, Enc::SlnSlin).await;
+    let first = talk(&mut client, None, 2).await;
+    let report = describe(&first, &[1000.0, 400.0]);
+    println!("idle: {report}");
+    assert!(tone_share(&first, 1000.0) > 0.8, "{report}");
+
+    // Into the conference: now through a snoop, hearing the caller and the conference.
+    let (status, body) = service
+        .post(&format!("/v1.0/conferences/{conf}/calls/{caller}"), None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    eventually(Duration::from_secs(3), || async {
+        leftovers(&service)
+            .await
+            .iter()
+            .any(|id| id.starts_with("mediastream-sn-"))
+    })
+    .await;
+    let bridged = talk(&mut client, None, 2).await;
+    let report = describe(&bridged, &[1000.0, 400.0]);
+    println!("bridged: {report}");
+    assert!(tone_share(&bridged, 1000.0) > 0.15, "{report}");
+    assert!(tone_share(&bridged, 400.0) > 0.15, "{report}");
+
+    // Out again: back to a direct bridge, the caller only, same client connection.
+    let (status, body) = service
+        .delete(&format!("/v1.0/conferences/{conf}/calls/{caller}"))
+        .await;
+    assert_eq!(status, 204, "{body}");
+    eventually(Duration::from_secs(3), || async {
+        let objects = leftovers(&service).await;
+        !objects.iter().any(|id| id.starts_with("mediastream-sn-")) && objects.len() == 2
+    })
+    .await;
+    let back = talk(&mut client, None, 2).await;
+    let report = describe(&back, &[1000.0, 400.0]);
+    println!("idle again: {report}");
+    assert!(tone_share(&back, 1000.0) > 0.8, "{report}");
+    assert!(client.close.is_none(), "the client stayed connected");
+
+    client.close().await;
+    eventually(Duration::from_secs(1), || async {
+        leftovers(&service).await.is_empty()
+    })
+    .await;
+    let ari = ari().await;
+    hangup(&ari, &caller).await;
+    hangup(&ari, &other).await;
+    service.delete(&format!("/v1.0/conferences/{conf}")).await;
+    service.stop().await;
+}

@@ -27,7 +27,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn frames_reach_asterisk_every_20_ms_while_the_client_sends_in_bursts() {
     let asterisk = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let relay_socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let leg = Leg::Rtp(RtpLeg::new(relay_socket, asterisk.local_addr().expect("addr"), 10));
+    let leg = Leg::Rtp(RtpLeg::new(
+        relay_socket,
+        asterisk.local_addr().expect("addr"),
+        10,
+    ));
     let spec = StreamSpec {
         stream_id: uuid::Uuid::new_v4(),
         resource: Resource::Call(CallId::parse("timing").expect("id")),
@@ -70,7 +74,9 @@ async fn frames_reach_asterisk_every_20_ms_while_the_client_sends_in_bursts() {
             }
             // Cut into odd-sized messages, as a TTS engine might deliver.
             for chunk in audio.chunks(998) {
-                client_tx.unbounded_send(Inbound::Binary(Bytes::copy_from_slice(chunk))).expect("send");
+                client_tx
+                    .unbounded_send(Inbound::Binary(Bytes::copy_from_slice(chunk)))
+                    .expect("send");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -82,7 +88,9 @@ async fn frames_reach_asterisk_every_20_ms_while_the_client_sends_in_bursts() {
     let mut buf = [0u8; 2048];
     let end = Instant::now() + Duration::from_millis(u64::from(BURSTS) * 1000 + 1500);
     while let Some(left) = end.checked_duration_since(Instant::now()) {
-        let Ok(Ok(len)) = tokio::time::timeout(left, asterisk.recv(&mut buf)).await else { break };
+        let Ok(Ok(len)) = tokio::time::timeout(left, asterisk.recv(&mut buf)).await else {
+            break;
+        };
         arrivals.push(Instant::now());
         let payload = &buf[12..len];
         assert_eq!(payload.len(), 320, "20 ms of big-endian slin");
@@ -102,7 +110,11 @@ async fn frames_reach_asterisk_every_20_ms_while_the_client_sends_in_bursts() {
         .windows(2)
         .map(|w| w[1].duration_since(w[0]).as_secs_f64() * 1000.0)
         .collect();
-    let span = arrivals.last().expect("frames").duration_since(arrivals[0]).as_secs_f64();
+    let span = arrivals
+        .last()
+        .expect("frames")
+        .duration_since(arrivals[0])
+        .as_secs_f64();
     intervals.sort_by(f64::total_cmp);
     let mean = intervals.iter().sum::<f64>() / intervals.len() as f64;
     println!(

@@ -13,7 +13,6 @@
 //! the request that creates it, so teardown also removes what a failed setup left half-made.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -24,15 +23,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+mod legs;
+mod topology;
+
+use self::topology::Topology;
 use super::registry::{Notice, Registry, SessionError};
-use crate::ari::rest::ExternalMediaParams;
 use crate::ari::{AriClient, AriError};
 use crate::config::{AsteriskTransport, LimitSettings, MediaSettings};
 use crate::domain::{Encapsulation, Format, INTERNAL_PREFIX, Resource};
 use crate::media::transcode::SampleFormat;
-use crate::relay::audiosocket_leg::{AudioSocketHub, AudioSocketLeg};
+use crate::relay::audiosocket_leg::AudioSocketHub;
 use crate::relay::port_pool::PortPool;
-use crate::relay::rtp_leg::RtpLeg;
 use crate::relay::stream::{self as relay, Action, Channels, EndReason, Leg, Signal, StreamSpec};
 use crate::relay::{Inbound, Outbound};
 use crate::telemetry::{KindLabels, Metrics};
@@ -92,6 +93,16 @@ pub struct Admission {
     resource_key: String,
 }
 
+impl Created {
+    /// Whether `id` is one of the stream's own objects (whose loss ends the stream).
+    fn owns(&self, id: &str) -> bool {
+        [&self.external_media, &self.snoop, &self.bridge]
+            .into_iter()
+            .flatten()
+            .any(|own| own == id)
+    }
+}
+
 impl Drop for Admission {
     fn drop(&mut self) {
         let mut state = self.streams.lock();
@@ -113,6 +124,7 @@ struct Created {
     bridge: Option<String>,
     /// The call whose shared bridge this stream holds a reference to.
     shared_call_bridge: Option<String>,
+    topology: Topology,
 }
 
 /// Why a stream could not be set up.
@@ -258,7 +270,10 @@ impl Streams {
             let (notice_tx, notice_rx) = mpsc::unbounded_channel();
             let mut created = Created::default();
             let started = std::time::Instant::now();
-            let reason = match self.setup(&request, key, notice_tx, &mut created).await {
+            let reason = match self
+                .setup(&request, key, notice_tx.clone(), &mut created)
+                .await
+            {
                 Ok((leg, leg_format)) => {
                     tracing::info!(
                         setup_ms = started.elapsed().as_millis() as u64,
@@ -275,8 +290,17 @@ impl Streams {
                         max_queue_ms: self.media.max_queue_ms,
                         expires_at: request.expires_at,
                     };
-                    self.relay(spec, leg, client_rx, client_tx, notice_rx, &created)
-                        .await
+                    self.relay(
+                        spec,
+                        leg,
+                        client_rx,
+                        client_tx,
+                        notice_rx,
+                        &notice_tx,
+                        key,
+                        &mut created,
+                    )
+                    .await
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "stream setup failed");
@@ -315,7 +339,9 @@ impl Streams {
         client_rx: S,
         client_tx: K,
         mut notices: mpsc::UnboundedReceiver<Notice>,
-        created: &Created,
+        notices_tx: &mpsc::UnboundedSender<Notice>,
+        key: u64,
+        created: &mut Created,
     ) -> EndReason
     where
         S: Stream<Item = Inbound> + Unpin,
@@ -331,19 +357,22 @@ impl Streams {
             Resource::Call(id) => Some(id.to_string()),
             Resource::Conference(_) => None,
         };
-        let ours: Vec<String> = [&created.external_media, &created.snoop, &created.bridge]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
         let forward_notices = async {
             while let Some(notice) = notices.recv().await {
                 let signal = match notice {
                     Notice::Gone { id } if id == target => Signal::End(EndReason::Hangup),
-                    Notice::Gone { id } if ours.contains(&id) => {
+                    Notice::Gone { id } if created.owns(&id) => {
                         Signal::End(EndReason::Failure(format!("{id} went away")))
                     }
                     Notice::Dtmf { channel, digit } if channel == target => Signal::Dtmf(digit),
+                    Notice::Moved { channel, .. } if Some(&channel) == call.as_ref() => {
+                        match self.follow(&channel, key, notices_tx, created).await {
+                            Ok(()) => continue,
+                            Err(e) => {
+                                Signal::End(EndReason::Failure(format!("following the call: {e}")))
+                            }
+                        }
+                    }
                     _ => continue,
                 };
                 if signal_tx.send(signal).is_err() {
@@ -408,12 +437,13 @@ impl Streams {
             Resource::Conference(id) => {
                 self.registry.watch(key, id.as_str(), notices);
                 self.ari.add_channel(id.as_str(), &em_id).await?;
+                created.topology = Topology::Conference;
             }
             Resource::Call(id) => {
                 let call = id.as_str();
                 self.registry.watch(key, call, notices.clone());
-                // Events of a call owned by another application (hangup, DTMF) come only
-                // with a subscription.
+                // Events of a call owned by another application (hangup, DTMF, bridge moves)
+                // come only with a subscription.
                 if let Err(e) = self
                     .ari
                     .subscribe(&self.app, &format!("channel:{call}"))
@@ -421,177 +451,17 @@ impl Streams {
                 {
                     tracing::debug!(error = %e, "subscribing to the call's events");
                 }
-                let channel = self.ari.channel(call).await.map_err(|e| {
-                    if e.is_not_found() {
-                        SetupError::Session(SessionError::CallNotFound(id.clone()))
-                    } else {
-                        e.into()
-                    }
-                })?;
-                let _serial = self.call_setup.lock().await;
-                let shared = self.lock().call_bridges.get(call).map(|(b, _)| b.clone());
-                if let Some(bridge) = shared {
-                    self.take_call_bridge(call, created);
-                    self.ari.add_channel(&bridge, &em_id).await?;
-                } else if channel.dialplan.app_name == "Stasis"
-                    && self.registry.bridge_of(call).is_none()
-                {
-                    let bridge = internal_id("br");
-                    self.ari.create_bridge(&bridge, &self.app).await?;
-                    self.lock()
-                        .call_bridges
-                        .insert(call.to_owned(), (bridge.clone(), 0));
-                    self.take_call_bridge(call, created);
-                    self.registry.watch(key, &bridge, notices);
-                    self.ari.add_channel(&bridge, call).await?;
-                    self.ari.add_channel(&bridge, &em_id).await?;
-                } else {
-                    drop(_serial);
-                    let snoop = internal_id("sn");
-                    created.snoop = Some(snoop.clone());
-                    let entered = self.registry.expect_stasis_start(&snoop);
-                    self.registry.watch(key, &snoop, notices.clone());
-                    self.ari
-                        .snoop(call, &snoop, &self.app, "both", "both")
-                        .await
-                        .inspect_err(|_| self.registry.cancel_stasis_start(&snoop))?;
-                    wait_stasis_start(entered, &snoop).await?;
-                    let bridge = internal_id("br");
-                    created.bridge = Some(bridge.clone());
-                    self.ari.create_bridge(&bridge, &self.app).await?;
-                    self.registry.watch(key, &bridge, notices);
-                    self.ari.add_channel(&bridge, &snoop).await?;
-                    self.ari.add_channel(&bridge, &em_id).await?;
-                }
+                self.attach_call(call, &em_id, key, &notices, created)
+                    .await
+                    .map_err(|e| match e {
+                        SetupError::Asterisk(e) if e.is_not_found() => {
+                            SetupError::Session(SessionError::CallNotFound(id.clone()))
+                        }
+                        other => other,
+                    })?;
             }
         }
         Ok((leg, leg_format))
-    }
-
-    fn transport_for(&self, encapsulation: Encapsulation) -> AsteriskTransport {
-        match (self.media.asterisk_transport, encapsulation) {
-            (AsteriskTransport::Auto, Encapsulation::Audiosocket) => AsteriskTransport::Audiosocket,
-            (AsteriskTransport::Auto, _) => AsteriskTransport::Rtp,
-            (chosen, _) => chosen,
-        }
-    }
-
-    /// An externalMedia channel over RTP, in the client's format (ulaw, or slin which Asterisk
-    /// sends big-endian), and the socket that talks to it.
-    async fn rtp_leg(
-        &self,
-        em_id: &str,
-        format: Format,
-    ) -> Result<(Leg, SampleFormat), SetupError> {
-        let (leg_format, ari_format, payload_type) = match format {
-            Format::Ulaw => (SampleFormat::Ulaw, "ulaw", 0),
-            Format::Slin => (SampleFormat::SlinBe, "slin", 10),
-        };
-        let socket = self.ports.bind().await.map_err(SetupError::Port)?;
-        let local_port = socket.local_addr().map_err(SetupError::Port)?.port();
-        let external_host = SocketAddr::new(self.media.advertise_ip, local_port).to_string();
-        let channel = self
-            .ari
-            .external_media(&ExternalMediaParams {
-                channel_id: em_id,
-                app: &self.app,
-                external_host: &external_host,
-                encapsulation: "rtp",
-                transport: "udp",
-                format: ari_format,
-                direction: "both",
-                data: None,
-            })
-            .await?;
-        let peer = rtp_peer(&channel)
-            .ok_or_else(|| SetupError::Incomplete("externalMedia gave no RTP address".into()))?;
-        Ok((
-            Leg::Rtp(RtpLeg::new(socket, peer, payload_type)),
-            leg_format,
-        ))
-    }
-
-    /// An externalMedia channel over AudioSocket: Asterisk connects to the hub during the
-    /// request, announcing the UUID given as `data`. Always slin (little-endian): Asterisk
-    /// labels any format as 8 kHz slin on this leg.
-    async fn audiosocket_leg(&self, em_id: &str) -> Result<(Leg, SampleFormat), SetupError> {
-        let id = uuid::Uuid::new_v4();
-        let arrival = self.hub.expect(id);
-        let external_host =
-            SocketAddr::new(self.media.advertise_ip, self.hub.local_addr().port()).to_string();
-        let data = id.to_string();
-        let created = self
-            .ari
-            .external_media(&ExternalMediaParams {
-                channel_id: em_id,
-                app: &self.app,
-                external_host: &external_host,
-                encapsulation: "audiosocket",
-                transport: "tcp",
-                format: "slin",
-                direction: "both",
-                data: Some(&data),
-            })
-            .await;
-        if let Err(e) = created {
-            self.hub.forget(id);
-            return Err(e.into());
-        }
-        match tokio::time::timeout(STASIS_START_TIMEOUT, arrival).await {
-            Ok(Ok(identified)) => Ok((
-                Leg::AudioSocket(AudioSocketLeg::new(identified)),
-                SampleFormat::SlinLe,
-            )),
-            _ => {
-                self.hub.forget(id);
-                Err(SetupError::Incomplete(
-                    "Asterisk did not connect to the AudioSocket listener".into(),
-                ))
-            }
-        }
-    }
-
-    fn take_call_bridge(&self, call: &str, created: &mut Created) {
-        if let Some((_, refs)) = self.lock().call_bridges.get_mut(call) {
-            *refs += 1;
-            created.shared_call_bridge = Some(call.to_owned());
-        }
-    }
-
-    /// Removes what the stream created; every step is tried, failures are logged.
-    async fn teardown(&self, created: Created) {
-        let mut bridges = Vec::new();
-        bridges.extend(created.bridge);
-        if let Some(call) = created.shared_call_bridge {
-            let mut state = self.lock();
-            if let Some((bridge, refs)) = state.call_bridges.get_mut(&call) {
-                *refs = refs.saturating_sub(1);
-                if *refs == 0 {
-                    bridges.push(bridge.clone());
-                    state.call_bridges.remove(&call);
-                }
-            }
-        }
-        let channels = [created.external_media, created.snoop];
-        let hangups = channels.iter().flatten().map(|id| async move {
-            match self.ari.hangup(id).await {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => tracing::warn!(channel = %id, error = %e, "teardown: hangup failed"),
-            }
-        });
-        let destroys = bridges.iter().map(|id| async move {
-            match self.ari.destroy_bridge(id).await {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => tracing::warn!(bridge = %id, error = %e, "teardown: destroy failed"),
-            }
-        });
-        futures::future::join(
-            futures::future::join_all(hangups),
-            futures::future::join_all(destroys),
-        )
-        .await;
     }
 
     /// Removes the leftovers of a previous run once Asterisk is reachable, then lets streams
@@ -663,12 +533,4 @@ async fn wait_stasis_start(
             "{id} did not enter the application"
         ))),
     }
-}
-
-/// Asterisk's side of an RTP externalMedia channel.
-fn rtp_peer(channel: &crate::ari::Channel) -> Option<SocketAddr> {
-    let vars = channel.channelvars.as_ref()?;
-    let ip = vars.get("UNICASTRTP_LOCAL_ADDRESS")?.as_str()?;
-    let port = vars.get("UNICASTRTP_LOCAL_PORT")?.as_str()?;
-    format!("{ip}:{port}").parse().ok()
 }

@@ -1,0 +1,109 @@
+//! The Asterisk-facing leg of a stream: which transport, and the externalMedia channel that
+//! goes with it.
+
+use std::net::SocketAddr;
+
+use super::{STASIS_START_TIMEOUT, SetupError, Streams};
+use crate::ari::rest::ExternalMediaParams;
+use crate::config::AsteriskTransport;
+use crate::domain::{Encapsulation, Format};
+use crate::media::transcode::SampleFormat;
+use crate::relay::audiosocket_leg::AudioSocketLeg;
+use crate::relay::rtp_leg::RtpLeg;
+use crate::relay::stream::Leg;
+
+impl Streams {
+    pub(super) fn transport_for(&self, encapsulation: Encapsulation) -> AsteriskTransport {
+        match (self.media.asterisk_transport, encapsulation) {
+            (AsteriskTransport::Auto, Encapsulation::Audiosocket) => AsteriskTransport::Audiosocket,
+            (AsteriskTransport::Auto, _) => AsteriskTransport::Rtp,
+            (chosen, _) => chosen,
+        }
+    }
+
+    /// An externalMedia channel over RTP, in the client's format (ulaw, or slin which Asterisk
+    /// sends big-endian), and the socket that talks to it.
+    pub(super) async fn rtp_leg(
+        &self,
+        em_id: &str,
+        format: Format,
+    ) -> Result<(Leg, SampleFormat), SetupError> {
+        let (leg_format, ari_format, payload_type) = match format {
+            Format::Ulaw => (SampleFormat::Ulaw, "ulaw", 0),
+            Format::Slin => (SampleFormat::SlinBe, "slin", 10),
+        };
+        let socket = self.ports.bind().await.map_err(SetupError::Port)?;
+        let local_port = socket.local_addr().map_err(SetupError::Port)?.port();
+        let external_host = SocketAddr::new(self.media.advertise_ip, local_port).to_string();
+        let channel = self
+            .ari
+            .external_media(&ExternalMediaParams {
+                channel_id: em_id,
+                app: &self.app,
+                external_host: &external_host,
+                encapsulation: "rtp",
+                transport: "udp",
+                format: ari_format,
+                direction: "both",
+                data: None,
+            })
+            .await?;
+        let peer = rtp_peer(&channel)
+            .ok_or_else(|| SetupError::Incomplete("externalMedia gave no RTP address".into()))?;
+        Ok((
+            Leg::Rtp(RtpLeg::new(socket, peer, payload_type)),
+            leg_format,
+        ))
+    }
+
+    /// An externalMedia channel over AudioSocket: Asterisk connects to the hub during the
+    /// request, announcing the UUID given as `data`. Always slin (little-endian): Asterisk
+    /// labels any format as 8 kHz slin on this leg.
+    pub(super) async fn audiosocket_leg(
+        &self,
+        em_id: &str,
+    ) -> Result<(Leg, SampleFormat), SetupError> {
+        let id = uuid::Uuid::new_v4();
+        let arrival = self.hub.expect(id);
+        let external_host =
+            SocketAddr::new(self.media.advertise_ip, self.hub.local_addr().port()).to_string();
+        let data = id.to_string();
+        let created = self
+            .ari
+            .external_media(&ExternalMediaParams {
+                channel_id: em_id,
+                app: &self.app,
+                external_host: &external_host,
+                encapsulation: "audiosocket",
+                transport: "tcp",
+                format: "slin",
+                direction: "both",
+                data: Some(&data),
+            })
+            .await;
+        if let Err(e) = created {
+            self.hub.forget(id);
+            return Err(e.into());
+        }
+        match tokio::time::timeout(STASIS_START_TIMEOUT, arrival).await {
+            Ok(Ok(identified)) => Ok((
+                Leg::AudioSocket(AudioSocketLeg::new(identified)),
+                SampleFormat::SlinLe,
+            )),
+            _ => {
+                self.hub.forget(id);
+                Err(SetupError::Incomplete(
+                    "Asterisk did not connect to the AudioSocket listener".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Asterisk's side of an RTP externalMedia channel.
+fn rtp_peer(channel: &crate::ari::Channel) -> Option<SocketAddr> {
+    let vars = channel.channelvars.as_ref()?;
+    let ip = vars.get("UNICASTRTP_LOCAL_ADDRESS")?.as_str()?;
+    let port = vars.get("UNICASTRTP_LOCAL_PORT")?.as_str()?;
+    format!("{ip}:{port}").parse().ok()
+}
