@@ -93,6 +93,15 @@ pub struct Admission {
     resource_key: String,
 }
 
+/// What a running stream hears about its Asterisk objects, and how it watches new ones.
+#[derive(Debug)]
+struct Watch<'a> {
+    rx: mpsc::UnboundedReceiver<Notice>,
+    tx: &'a mpsc::UnboundedSender<Notice>,
+    /// The stream's key with the registry.
+    key: u64,
+}
+
 impl Created {
     /// Whether `id` is one of the stream's own objects (whose loss ends the stream).
     fn owns(&self, id: &str) -> bool {
@@ -295,9 +304,11 @@ impl Streams {
                         leg,
                         client_rx,
                         client_tx,
-                        notice_rx,
-                        &notice_tx,
-                        key,
+                        Watch {
+                            rx: notice_rx,
+                            tx: &notice_tx,
+                            key,
+                        },
                         &mut created,
                     )
                     .await
@@ -338,9 +349,7 @@ impl Streams {
         leg: Leg,
         client_rx: S,
         client_tx: K,
-        mut notices: mpsc::UnboundedReceiver<Notice>,
-        notices_tx: &mpsc::UnboundedSender<Notice>,
-        key: u64,
+        watch: Watch<'_>,
         created: &mut Created,
     ) -> EndReason
     where
@@ -357,8 +366,9 @@ impl Streams {
             Resource::Call(id) => Some(id.to_string()),
             Resource::Conference(_) => None,
         };
+        let Watch { mut rx, tx, key } = watch;
         let forward_notices = async {
-            while let Some(notice) = notices.recv().await {
+            while let Some(notice) = rx.recv().await {
                 let signal = match notice {
                     Notice::Gone { id } if id == target => Signal::End(EndReason::Hangup),
                     Notice::Gone { id } if created.owns(&id) => {
@@ -366,7 +376,7 @@ impl Streams {
                     }
                     Notice::Dtmf { channel, digit } if channel == target => Signal::Dtmf(digit),
                     Notice::Moved { channel, .. } if Some(&channel) == call.as_ref() => {
-                        match self.follow(&channel, key, notices_tx, created).await {
+                        match self.follow(&channel, key, tx, created).await {
                             Ok(()) => continue,
                             Err(e) => {
                                 Signal::End(EndReason::Failure(format!("following the call: {e}")))
