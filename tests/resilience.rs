@@ -129,3 +129,40 @@ async fn ready_follows_the_ari_connection_and_the_registry_heals() {
     hangup(&ari, &stays).await;
     service.stop().await;
 }
+
+#[tokio::test]
+async fn streams_keep_flowing_while_ari_is_away_and_end_if_their_call_went_meanwhile() {
+    let ari = ari().await;
+    let proxy_addr = free_port().await;
+    let mut settings = test_settings();
+    settings.ari.url = format!("http://{proxy_addr}").parse().expect("url");
+    let proxy = Proxy::start(proxy_addr).await;
+    let service = Service::start(settings).await;
+    let id = call(&service, "tone").await;
+    let mut client = stream(&service, &id, common::client::Enc::SlnSlin).await;
+    client.listen(Duration::from_millis(500)).await;
+
+    drop(proxy);
+    service.wait_ready(false).await;
+    let (_, messages) = client.listen(Duration::from_secs(1)).await;
+    assert!(
+        messages >= 45,
+        "media does not go through ARI: {messages} messages in 1 s"
+    );
+
+    // The call ends while the service cannot hear about it...
+    hangup(&ari, &id).await;
+    // ...and the stream ends once the service reconnects and compares notes.
+    let _proxy = Proxy::start(proxy_addr).await;
+    service.wait_ready(true).await;
+    let close = client
+        .closed(Duration::from_secs(3))
+        .await
+        .expect("closed after the reconcile");
+    assert_eq!(close.0, 1000, "{close:?}");
+    eventually(Duration::from_secs(2), || async {
+        leftovers(&service).await.is_empty()
+    })
+    .await;
+    service.stop().await;
+}
