@@ -8,7 +8,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::Path;
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+
+use crate::domain::flow::{ActionBody, FlowAction};
 
 /// The validated configuration the service runs with.
 #[derive(Debug, Clone)]
@@ -19,6 +23,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub limits: LimitSettings,
     pub external_media: ExternalMediaSettings,
+    /// Action lists by name, run when a call enters the application with `flow=<name>`.
+    pub flows: BTreeMap<String, Vec<FlowAction>>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,10 +93,12 @@ pub struct LimitSettings {
     pub max_streams_per_resource: usize,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ExternalMediaSettings {
     /// Networks an `external_host` may resolve into; empty allows any.
     pub allowed_hosts: Vec<IpNet>,
+    /// How long a terminated external media stays readable before it is forgotten.
+    pub retention: std::time::Duration,
 }
 
 /// An IPv4 or IPv6 network in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is a host).
@@ -175,9 +183,8 @@ struct Raw {
     auth: RawAuth,
     limits: RawLimits,
     external_media: RawExternalMedia,
-    /// Flow definitions (`[[flows.<name>]]`): accepted here, run by a later part of the
-    /// service; see the README's list of what is not built yet.
-    flows: std::collections::BTreeMap<String, serde_json::Value>,
+    /// Flow definitions: `[[flows.<name>]]` tables of `type` and `option`.
+    flows: BTreeMap<String, Vec<ActionBody>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,10 +271,20 @@ impl Default for RawLimits {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawExternalMedia {
     allowed_hosts: Vec<String>,
+    retention_secs: u64,
+}
+
+impl Default for RawExternalMedia {
+    fn default() -> Self {
+        RawExternalMedia {
+            allowed_hosts: Vec::new(),
+            retention_secs: 300,
+        }
+    }
 }
 
 impl Settings {
@@ -450,6 +467,36 @@ impl Settings {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid("external_media.allowed_hosts", e))?;
 
+        if raw.external_media.retention_secs > 7 * 24 * 3600 {
+            return Err(invalid(
+                "external_media.retention_secs",
+                "must be at most a week (604800)",
+            ));
+        }
+        let mut flows = BTreeMap::new();
+        for (name, actions) in &raw.flows {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    "flows",
+                    format!("flow name `{name}`: letters, digits, `-` or `_`"),
+                ));
+            }
+            let actions = actions
+                .iter()
+                .enumerate()
+                .map(|(i, action)| {
+                    action
+                        .validate()
+                        .map_err(|e| invalid("flows", format!("flows.{name}[{i}]: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            flows.insert(name.clone(), actions);
+        }
+
         Ok(Settings {
             ari: AriSettings {
                 url,
@@ -472,7 +519,11 @@ impl Settings {
                 max_streams: raw.limits.max_streams,
                 max_streams_per_resource: raw.limits.max_streams_per_resource,
             },
-            external_media: ExternalMediaSettings { allowed_hosts },
+            external_media: ExternalMediaSettings {
+                allowed_hosts,
+                retention: std::time::Duration::from_secs(raw.external_media.retention_secs),
+            },
+            flows,
         })
     }
 }
@@ -617,6 +668,32 @@ mod tests {
             let message = error_of(&[(key, value)]);
             assert!(message.contains(named), "{key}={value}: {message}");
         }
+    }
+
+    #[test]
+    fn flows_are_read_from_toml_and_validated() {
+        let dir = std::env::temp_dir().join(format!("ms-flows-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("flows.toml");
+        let good = "[ari]\npassword = \"p\"\n[auth]\ndisabled = true\n\
+            [[flows.asr]]\ntype = \"answer\"\n\
+            [[flows.asr]]\ntype = \"external_media_start\"\n\
+            option = { external_host = \"127.0.0.1:9000\", encapsulation = \"audiosocket\" }\n";
+        std::fs::write(&path, good).expect("write");
+        let s = Settings::load_from(Some(&path), Vec::new()).expect("valid");
+        assert_eq!(s.flows["asr"].len(), 2);
+        assert_eq!(s.flows["asr"][0], FlowAction::Answer);
+
+        let bad = good.replace("127.0.0.1:9000", "nowhere");
+        std::fs::write(&path, bad).expect("write");
+        let message = Settings::load_from(Some(&path), Vec::new())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            message.contains("flows.asr[1]: option.external_host"),
+            "{message}"
+        );
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]

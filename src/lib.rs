@@ -33,7 +33,7 @@ use crate::ari::AriClient;
 use crate::ari::events::EventStream;
 use crate::config::Settings;
 use crate::relay::audiosocket_leg::AudioSocketHub;
-use crate::session::{Registry, Streams};
+use crate::session::{Flows, Registry, Streams};
 use crate::telemetry::Metrics;
 
 /// Serves the API on `listener` until `shutdown` fires, then drains: stop accepting, finish
@@ -47,11 +47,11 @@ pub async fn run(
     let ari = AriClient::new(&settings.ari);
     let (connected_tx, connected_rx) = watch::channel(false);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let registry = Arc::new(Registry::new(
-        settings.ari.app.clone(),
-        ari.clone(),
-        metrics.clone(),
-    ));
+    let (call_starts_tx, call_starts) = mpsc::unbounded_channel();
+    let registry = Arc::new(
+        Registry::new(settings.ari.app.clone(), ari.clone(), metrics.clone())
+            .with_call_starts(call_starts_tx),
+    );
 
     // Background tasks outlive the HTTP server by a little: they stop after it has drained.
     let background = CancellationToken::new();
@@ -84,9 +84,7 @@ pub async fn run(
     })?;
     let streams = Arc::new(Streams::new(
         registry.clone(),
-        settings.ari.app.clone(),
-        settings.media.clone(),
-        settings.limits.clone(),
+        &settings,
         hub,
         metrics.clone(),
         shutdown.child_token(),
@@ -97,11 +95,18 @@ pub async fn run(
         let cancel = background.clone();
         async move { streams.clean_start(connected, cancel).await }
     });
+    let flows = Arc::new(Flows::new(settings.flows.clone(), streams.clone()));
+    tracker.spawn(
+        flows
+            .clone()
+            .run(call_starts, tracker.clone(), background.clone()),
+    );
     tracker.close();
 
     let state = api::AppState {
         registry,
         streams: streams.clone(),
+        flows,
         auth: api::Authenticator::new(&settings.auth),
         metrics,
         ari_connected: connected_rx,

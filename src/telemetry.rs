@@ -47,6 +47,11 @@ pub struct DirectionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EncapsulationLabels {
+    pub encapsulation: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
 }
@@ -68,6 +73,9 @@ pub struct Metrics {
     pub stream_drops: Family<ReasonLabels, Counter>,
     pub stream_queue_frames: Gauge,
     pub pacer_lateness: Histogram,
+    pub external_medias_active: Family<EncapsulationLabels, Gauge>,
+    pub external_medias_started: Family<EncapsulationLabels, Counter>,
+    pub external_medias_failed: Family<EncapsulationLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -149,8 +157,29 @@ impl Metrics {
             "How late the 20 ms send clock woke, per wake-up",
             pacer_lateness.clone(),
         );
+        let external_medias_active = Family::<EncapsulationLabels, Gauge>::default();
+        registry.register(
+            "external_medias_active",
+            "External medias running, by encapsulation",
+            external_medias_active.clone(),
+        );
+        let external_medias_started = Family::<EncapsulationLabels, Counter>::default();
+        registry.register(
+            "external_medias_started",
+            "External medias started, by encapsulation",
+            external_medias_started.clone(),
+        );
+        let external_medias_failed = Family::<EncapsulationLabels, Counter>::default();
+        registry.register(
+            "external_medias_failed",
+            "External medias that could not be started, by encapsulation",
+            external_medias_failed.clone(),
+        );
         Metrics {
             registry,
+            external_medias_active,
+            external_medias_started,
+            external_medias_failed,
             streams_active,
             streams_started,
             stream_frames,

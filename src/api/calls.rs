@@ -22,8 +22,14 @@ pub struct CallView {
 
 impl CallView {
     fn new(c: Channel, state: &AppState) -> CallView {
-        let stream_ids = CallId::parse(&c.id)
-            .map(|id| state.streams.ids_for(&Resource::Call(id)))
+        let resource = CallId::parse(&c.id).ok().map(Resource::Call);
+        let (stream_ids, external_media_ids) = resource
+            .map(|r| {
+                (
+                    state.streams.ids_for(&r),
+                    state.streams.external_ids_for(&r),
+                )
+            })
             .unwrap_or_default();
         CallView {
             id: c.id,
@@ -32,8 +38,7 @@ impl CallView {
             caller: c.caller,
             created: c.creationtime,
             stream_ids,
-            // External media is not built yet: none can exist.
-            external_media_ids: Vec::new(),
+            external_media_ids,
         }
     }
 }

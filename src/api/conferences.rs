@@ -21,8 +21,14 @@ pub struct ConferenceView {
 
 impl ConferenceView {
     fn new(b: Bridge, state: &AppState) -> ConferenceView {
-        let stream_ids = ConferenceId::parse(&b.id)
-            .map(|id| state.streams.ids_for(&Resource::Conference(id)))
+        let resource = ConferenceId::parse(&b.id).ok().map(Resource::Conference);
+        let (stream_ids, external_media_ids) = resource
+            .map(|r| {
+                (
+                    state.streams.ids_for(&r),
+                    state.streams.external_ids_for(&r),
+                )
+            })
             .unwrap_or_default();
         ConferenceView {
             id: b.id,
@@ -33,8 +39,7 @@ impl ConferenceView {
                 .filter(|c| !c.starts_with(crate::domain::INTERNAL_PREFIX))
                 .collect(),
             stream_ids,
-            // External media is not built yet: none can exist.
-            external_media_ids: Vec::new(),
+            external_media_ids,
         }
     }
 }
@@ -83,12 +88,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<ConferenceView>), ApiError> {
     principal.authorize_any()?;
-    let request: CreateConference = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateConference::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid_argument(format!("body: {e}")))?
-    };
+    let request: CreateConference = super::json_body(&body)?;
     let name = request.name.unwrap_or_default();
     if name.len() > 256 || name.chars().any(char::is_control) {
         return Err(ApiError::invalid_argument(

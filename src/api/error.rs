@@ -114,6 +114,13 @@ impl From<SessionError> for ApiError {
                 format!("conference {id} not found"),
             ),
             SessionError::StateInvalid(message) => ApiError::state_invalid(message),
+            SessionError::InvalidArgument(message) => ApiError::invalid_argument(message),
+            SessionError::PermissionDenied(message) => ApiError::permission_denied(message),
+            SessionError::ExternalMediaNotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "EXTERNAL_MEDIA_NOT_FOUND",
+                format!("external media {id} not found"),
+            ),
             SessionError::NotReady(message) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ASTERISK_UNAVAILABLE",

@@ -5,6 +5,7 @@ mod auth;
 mod calls;
 mod conferences;
 mod error;
+mod external_media;
 mod health;
 mod streams;
 
@@ -20,7 +21,7 @@ use tokio::sync::watch;
 pub use auth::{Authenticator, Principal, Scope};
 pub use error::ApiError;
 
-use crate::session::{Registry, Streams};
+use crate::session::{Flows, Registry, Streams};
 use crate::telemetry::{HttpLabels, Metrics};
 
 /// What every handler can reach.
@@ -28,6 +29,7 @@ use crate::telemetry::{HttpLabels, Metrics};
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub streams: Arc<Streams>,
+    pub flows: Arc<Flows>,
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
     /// `true` while the ARI event socket is connected.
@@ -39,6 +41,24 @@ pub fn router(state: AppState) -> Router {
         .route("/calls", get(calls::list))
         .route("/calls/{id}", get(calls::get))
         .route("/calls/{id}/media_stream", get(streams::call))
+        .route(
+            "/calls/{id}/external_media",
+            axum::routing::post(external_media::start_on_call).delete(external_media::stop_on_call),
+        )
+        .route(
+            "/conferences/{id}/external_media",
+            axum::routing::post(external_media::start_on_conference)
+                .delete(external_media::stop_on_conference),
+        )
+        .route(
+            "/calls/{id}/actions",
+            axum::routing::post(external_media::action),
+        )
+        .route("/external_medias", get(external_media::list))
+        .route(
+            "/external_medias/{id}",
+            get(external_media::get).delete(external_media::stop),
+        )
         .route("/conferences/{id}/media_stream", get(streams::conference))
         .route(
             "/conferences",
@@ -68,6 +88,15 @@ pub fn router(state: AppState) -> Router {
             count_requests,
         ))
         .with_state(state)
+}
+
+/// A JSON body; an empty one is the type's default. Any other body that does not parse is a
+/// 400 saying why.
+fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid_argument(format!("body: {e}")))
 }
 
 /// `Path`, with its rejections (bad percent-encoding, wrong arity) as JSON errors.

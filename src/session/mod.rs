@@ -3,8 +3,10 @@
 //! [`Registry`] is fed by ARI events and reconciled from ARI's REST view on every (re)connect.
 //! It owns no socket: the event task in `ari::events` does.
 
+mod flows;
 mod registry;
 mod streams;
 
-pub use registry::{Notice, Registry, SessionError};
-pub use streams::{Admission, StreamRequest, Streams};
+pub use flows::{ActionOutcome, Flows};
+pub use registry::{CallStart, Notice, Registry, SessionError};
+pub use streams::{Admission, ExternalMediaStatus, ExternalMediaView, StreamRequest, Streams};

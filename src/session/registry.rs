@@ -26,6 +26,14 @@ pub enum SessionError {
     /// Asterisk refused because of the object's state (422, 409), e.g. a call not in Stasis.
     #[error("{0}")]
     StateInvalid(String),
+    /// The request is wrong in a way only visible now (a host that does not resolve).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The configuration forbids it (a host outside `external_media.allowed_hosts`).
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("external media {0} not found")]
+    ExternalMediaNotFound(uuid::Uuid),
     /// The service is not ready to take this yet (still cleaning up after a previous run).
     #[error("{0}")]
     NotReady(String),
@@ -79,9 +87,18 @@ impl State {
     }
 }
 
+/// A call that just entered the application, with the arguments of its `Stasis()`.
+#[derive(Debug, Clone)]
+pub struct CallStart {
+    pub channel: Channel,
+    pub args: Vec<String>,
+}
+
 #[derive(Debug)]
 pub struct Registry {
     app: String,
+    /// Told of every call entering the application (flows start from there).
+    call_starts: Option<mpsc::UnboundedSender<CallStart>>,
     ari: AriClient,
     metrics: Arc<Metrics>,
     /// Short critical sections only; never held across an await.
@@ -100,10 +117,17 @@ impl Registry {
     pub fn new(app: String, ari: AriClient, metrics: Arc<Metrics>) -> Registry {
         Registry {
             app,
+            call_starts: None,
             ari,
             metrics,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Sends every call entering the application to `tx`.
+    pub fn with_call_starts(mut self, tx: mpsc::UnboundedSender<CallStart>) -> Registry {
+        self.call_starts = Some(tx);
+        self
     }
 
     pub fn ari(&self) -> &AriClient {
@@ -302,8 +326,14 @@ impl Registry {
                     }
                     return;
                 }
-                Event::StasisStart { channel, .. } => {
+                Event::StasisStart { channel, args } => {
                     state.calls.insert(channel.id.clone(), channel.clone());
+                    if let Some(tx) = &self.call_starts {
+                        let _ = tx.send(CallStart {
+                            channel: channel.clone(),
+                            args: args.clone(),
+                        });
+                    }
                 }
                 Event::ChannelStateChange { channel } => {
                     let Some(call) = state.calls.get_mut(&channel.id) else {

@@ -101,7 +101,7 @@ impl Streams {
 }
 
 /// Asterisk's side of an RTP externalMedia channel.
-fn rtp_peer(channel: &crate::ari::Channel) -> Option<SocketAddr> {
+pub(super) fn rtp_peer(channel: &crate::ari::Channel) -> Option<SocketAddr> {
     let vars = channel.channelvars.as_ref()?;
     let ip = vars.get("UNICASTRTP_LOCAL_ADDRESS")?.as_str()?;
     let port = vars.get("UNICASTRTP_LOCAL_PORT")?.as_str()?;

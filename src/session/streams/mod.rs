@@ -23,13 +23,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+mod external;
 mod legs;
 mod topology;
 
-use self::topology::Topology;
+pub use external::{ExternalMediaView, Status as ExternalMediaStatus};
+
+use self::topology::{Tap, Topology};
 use super::registry::{Notice, Registry, SessionError};
 use crate::ari::{AriClient, AriError};
-use crate::config::{AsteriskTransport, LimitSettings, MediaSettings};
+use crate::config::{
+    AsteriskTransport, ExternalMediaSettings, LimitSettings, MediaSettings, Settings,
+};
 use crate::domain::{Encapsulation, Format, INTERNAL_PREFIX, Resource};
 use crate::media::transcode::SampleFormat;
 use crate::relay::audiosocket_leg::AudioSocketHub;
@@ -54,8 +59,11 @@ pub struct StreamRequest {
 #[derive(Debug, Default)]
 struct State {
     total: usize,
-    /// Stream ids by resource (`call:<id>` / `conference:<id>`), for limits and listings.
-    by_resource: HashMap<String, Vec<uuid::Uuid>>,
+    /// Streams and external medias by resource (`call:<id>` / `conference:<id>`), for limits
+    /// and listings.
+    by_resource: HashMap<String, Vec<(Attachment, uuid::Uuid)>>,
+    /// External medias, running and recently terminated.
+    external: HashMap<uuid::Uuid, external::Entry>,
     /// The service's bridge holding an idle call, shared by that call's streams: (bridge id,
     /// streams using it).
     call_bridges: HashMap<String, (String, usize)>,
@@ -68,6 +76,7 @@ pub struct Streams {
     app: String,
     media: MediaSettings,
     limits: LimitSettings,
+    external: ExternalMediaSettings,
     ports: PortPool,
     hub: AudioSocketHub,
     metrics: Arc<Metrics>,
@@ -85,11 +94,18 @@ pub struct Streams {
     tracker: TaskTracker,
 }
 
-/// A reserved place for one stream; dropping it gives the place back.
+/// What is attached to a call or conference; both count against the same limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attachment {
+    Stream,
+    ExternalMedia,
+}
+
+/// A reserved place for one stream or external media; dropping it gives the place back.
 #[derive(Debug)]
 pub struct Admission {
     streams: Arc<Streams>,
-    pub stream_id: uuid::Uuid,
+    pub id: uuid::Uuid,
     resource_key: String,
 }
 
@@ -117,7 +133,7 @@ impl Drop for Admission {
         let mut state = self.streams.lock();
         state.total = state.total.saturating_sub(1);
         if let Some(ids) = state.by_resource.get_mut(&self.resource_key) {
-            ids.retain(|id| *id != self.stream_id);
+            ids.retain(|(_, id)| *id != self.id);
             if ids.is_empty() {
                 state.by_resource.remove(&self.resource_key);
             }
@@ -134,6 +150,7 @@ struct Created {
     /// The call whose shared bridge this stream holds a reference to.
     shared_call_bridge: Option<String>,
     topology: Topology,
+    tap: Tap,
 }
 
 /// Why a stream could not be set up.
@@ -152,21 +169,20 @@ enum SetupError {
 impl Streams {
     pub fn new(
         registry: Arc<Registry>,
-        app: String,
-        media: MediaSettings,
-        limits: LimitSettings,
+        settings: &Settings,
         hub: AudioSocketHub,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Streams {
         Streams {
             ari: registry.ari().clone(),
-            ports: PortPool::new(media.bind_ip, media.rtp_ports.clone()),
+            ports: PortPool::new(settings.media.bind_ip, settings.media.rtp_ports.clone()),
             hub,
             registry,
-            app,
-            media,
-            limits,
+            app: settings.ari.app.clone(),
+            media: settings.media.clone(),
+            limits: settings.limits.clone(),
+            external: settings.external_media.clone(),
             metrics,
             state: Mutex::new(State::default()),
             call_setup: tokio::sync::Mutex::new(()),
@@ -177,16 +193,34 @@ impl Streams {
         }
     }
 
+    pub fn ari(&self) -> &AriClient {
+        &self.ari
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stream ids attached to a resource.
     pub fn ids_for(&self, resource: &Resource) -> Vec<String> {
+        self.attached(resource, Attachment::Stream)
+    }
+
+    /// Running external medias of a resource.
+    pub fn external_ids_for(&self, resource: &Resource) -> Vec<String> {
+        self.attached(resource, Attachment::ExternalMedia)
+    }
+
+    fn attached(&self, resource: &Resource, kind: Attachment) -> Vec<String> {
         self.lock()
             .by_resource
             .get(&resource.to_string())
-            .map(|ids| ids.iter().map(ToString::to_string).collect())
+            .map(|ids| {
+                ids.iter()
+                    .filter(|(k, _)| *k == kind)
+                    .map(|(_, id)| id.to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -201,41 +235,77 @@ impl Streams {
         self: &Arc<Self>,
         request: &StreamRequest,
     ) -> Result<Admission, SessionError> {
-        if !self.leftovers_removed.load(Ordering::Acquire) {
-            return Err(SessionError::NotReady(
+        self.check_ready()?;
+        self.find(&request.resource).await?;
+        self.reserve(&request.resource, Attachment::Stream)
+    }
+
+    /// Refuses new attachments until the leftovers of a previous run are gone.
+    fn check_ready(&self) -> Result<(), SessionError> {
+        if self
+            .leftovers_removed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            Ok(())
+        } else {
+            Err(SessionError::NotReady(
                 "not connected to Asterisk yet; try again shortly".into(),
-            ));
+            ))
         }
-        match &request.resource {
-            Resource::Call(id) => {
-                self.registry.find_call(id).await?;
-            }
-            Resource::Conference(id) => {
-                self.registry.find_conference(id).await?;
-            }
+    }
+
+    fn next_key(&self) -> u64 {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Events of a call owned by another application (hangup, DTMF, bridge moves) come only
+    /// with a subscription.
+    async fn subscribe_call(&self, call: &str) {
+        if let Err(e) = self
+            .ari
+            .subscribe(&self.app, &format!("channel:{call}"))
+            .await
+        {
+            tracing::debug!(error = %e, "subscribing to the call's events");
         }
-        let key = request.resource.to_string();
-        let stream_id = uuid::Uuid::new_v4();
+    }
+
+    /// Fails with the resource's 404 unless it exists.
+    async fn find(&self, resource: &Resource) -> Result<(), SessionError> {
+        match resource {
+            Resource::Call(id) => self.registry.find_call(id).await.map(drop),
+            Resource::Conference(id) => self.registry.find_conference(id).await.map(drop),
+        }
+    }
+
+    /// Takes a place within the limits, or says which limit is reached.
+    fn reserve(
+        self: &Arc<Self>,
+        resource: &Resource,
+        kind: Attachment,
+    ) -> Result<Admission, SessionError> {
+        let key = resource.to_string();
+        let id = uuid::Uuid::new_v4();
         let mut state = self.lock();
         if state.total >= self.limits.max_streams {
             return Err(SessionError::LimitExceeded(format!(
-                "{} streams are open: the limit",
+                "{} streams and external medias are open: the limit",
                 self.limits.max_streams
             )));
         }
         let ids = state.by_resource.entry(key.clone()).or_default();
         if ids.len() >= self.limits.max_streams_per_resource {
             return Err(SessionError::LimitExceeded(format!(
-                "{} already has {} streams: the limit",
-                request.resource, self.limits.max_streams_per_resource
+                "{resource} already has {} streams and external medias: the limit",
+                self.limits.max_streams_per_resource
             )));
         }
-        ids.push(stream_id);
+        ids.push((kind, id));
         state.total += 1;
         drop(state);
         Ok(Admission {
             streams: self.clone(),
-            stream_id,
+            id,
             resource_key: key,
         })
     }
@@ -252,7 +322,7 @@ impl Streams {
         K: Sink<Outbound> + Unpin,
     {
         let token = self.tracker.token();
-        let stream_id = admission.stream_id;
+        let stream_id = admission.id;
         let span = match &request.resource {
             Resource::Call(id) => tracing::info_span!("stream", %stream_id, call_id = %id),
             Resource::Conference(id) => {
@@ -275,7 +345,7 @@ impl Streams {
                 .clone();
             active.inc();
             self.metrics.streams_started.inc();
-            let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+            let key = self.next_key();
             let (notice_tx, notice_rx) = mpsc::unbounded_channel();
             let mut created = Created::default();
             let started = std::time::Instant::now();
@@ -452,15 +522,7 @@ impl Streams {
             Resource::Call(id) => {
                 let call = id.as_str();
                 self.registry.watch(key, call, notices.clone());
-                // Events of a call owned by another application (hangup, DTMF, bridge moves)
-                // come only with a subscription.
-                if let Err(e) = self
-                    .ari
-                    .subscribe(&self.app, &format!("channel:{call}"))
-                    .await
-                {
-                    tracing::debug!(error = %e, "subscribing to the call's events");
-                }
+                self.subscribe_call(call).await;
                 self.attach_call(call, &em_id, key, &notices, created)
                     .await
                     .map_err(|e| match e {

@@ -13,11 +13,38 @@ use tokio::sync::mpsc;
 
 use super::{Created, SetupError, Streams, internal_id, wait_stasis_start};
 use crate::ari::Channel;
+use crate::domain::external_media::Direction;
 use crate::session::registry::Notice;
 
 /// A call's bridge moves come as a leave then an enter: wait this long for the pair before
 /// deciding what the call's state is.
 const MOVE_SETTLE: Duration = Duration::from_millis(200);
+
+/// How an attachment taps a call: the snoop's directions, and whether an idle call may be
+/// bridged directly (only when it must hear the far side: a snoop cannot whisper into it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Tap {
+    pub spy: Direction,
+    pub whisper: Direction,
+}
+
+impl Tap {
+    /// A media stream hears both directions and speaks into both.
+    pub const STREAM: Tap = Tap {
+        spy: Direction::Both,
+        whisper: Direction::Both,
+    };
+
+    fn direct_when_idle(self) -> bool {
+        self.whisper != Direction::None
+    }
+}
+
+impl Default for Tap {
+    fn default() -> Self {
+        Tap::STREAM
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) enum Topology {
@@ -46,7 +73,8 @@ impl Streams {
         let serial = self.call_setup.lock().await;
         let shared = self.shared_bridge(call);
         let bridge = self.registry.bridge_of(call);
-        if shared.is_some() || idle_in_stasis(&channel, bridge.as_ref()) {
+        let idle = idle_in_stasis(&channel, bridge.as_ref());
+        if created.tap.direct_when_idle() && (shared.is_some() || idle) {
             self.attach_direct(call, em, key, notices, created).await
         } else {
             drop(serial);
@@ -104,7 +132,13 @@ impl Streams {
         let entered = self.registry.expect_stasis_start(&snoop);
         self.registry.watch(key, &snoop, notices.clone());
         self.ari
-            .snoop(call, &snoop, &self.app, "both", "both")
+            .snoop(
+                call,
+                &snoop,
+                &self.app,
+                created.tap.spy.as_str(),
+                created.tap.whisper.as_str(),
+            )
             .await
             .inspect_err(|_| self.registry.cancel_stasis_start(&snoop))?;
         wait_stasis_start(entered, &snoop).await?;
@@ -145,7 +179,7 @@ impl Streams {
                 self.attach_snoop(call, &em, key, notices, created).await?;
                 self.destroy_bridges(released.into_iter().collect()).await;
             }
-            Topology::Snoop if bridge.is_none() => {
+            Topology::Snoop if bridge.is_none() && created.tap.direct_when_idle() => {
                 let channel = self.ari.channel(call).await?;
                 if !idle_in_stasis(&channel, None) {
                     return Ok(());

@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+pub mod external_media;
+pub mod flow;
+
 /// The prefix of every Asterisk object the service creates for itself (snoop and externalMedia
 /// channels, private bridges). Such objects are never reported as calls or conferences, and a
 /// restart removes the ones a previous run left behind.

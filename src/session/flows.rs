@@ -1,0 +1,130 @@
+//! Flow actions (SPEC §6): one action on a call, from the REST API, or a named list of them run
+//! in order when a call enters the application with `Stasis(<app>,flow=<name>)`. A failing
+//! action stops its flow and is logged with the call id; an unknown flow leaves the call alone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::registry::{CallStart, SessionError};
+use super::streams::{ExternalMediaView, Streams};
+use crate::ari::AriError;
+use crate::domain::flow::FlowAction;
+use crate::domain::{CallId, Resource};
+
+/// What an action did.
+#[derive(Debug, Clone)]
+pub enum ActionOutcome {
+    Done,
+    Started(Box<ExternalMediaView>),
+}
+
+#[derive(Debug)]
+pub struct Flows {
+    flows: BTreeMap<String, Vec<FlowAction>>,
+    streams: Arc<Streams>,
+}
+
+impl Flows {
+    pub fn new(flows: BTreeMap<String, Vec<FlowAction>>, streams: Arc<Streams>) -> Flows {
+        Flows { flows, streams }
+    }
+
+    /// Performs one action on a call.
+    pub async fn perform(
+        &self,
+        call: &CallId,
+        action: &FlowAction,
+    ) -> Result<ActionOutcome, SessionError> {
+        let ari = self.streams.ari();
+        let on_call = |e: AriError| match e.status().map(|s| s.as_u16()) {
+            Some(404) => SessionError::CallNotFound(call.clone()),
+            Some(409 | 412 | 422) => SessionError::StateInvalid(e.to_string()),
+            _ => e.into(),
+        };
+        match action {
+            FlowAction::Answer => ari.answer(call.as_str()).await.map_err(on_call)?,
+            FlowAction::Hangup => ari.hangup(call.as_str()).await.map_err(on_call)?,
+            FlowAction::ExternalMediaStart(spec) => {
+                let view = self
+                    .streams
+                    .start_external_media(Resource::Call(call.clone()), spec.clone())
+                    .await?;
+                return Ok(ActionOutcome::Started(Box::new(view)));
+            }
+            FlowAction::ExternalMediaStop { id: Some(id) } => {
+                let view = self.streams.external_media(*id)?;
+                if view.reference_type != "call" || view.reference_id != call.as_str() {
+                    return Err(SessionError::ExternalMediaNotFound(*id));
+                }
+                self.streams.stop_external_media(*id).await?;
+            }
+            FlowAction::ExternalMediaStop { id: None } => {
+                self.streams
+                    .stop_external_medias_of(&Resource::Call(call.clone()))
+                    .await;
+            }
+        }
+        Ok(ActionOutcome::Done)
+    }
+
+    /// Starts the flow named by each call that enters the application with `flow=<name>`.
+    pub async fn run(
+        self: Arc<Self>,
+        mut starts: mpsc::UnboundedReceiver<CallStart>,
+        tracker: TaskTracker,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let start = tokio::select! {
+                _ = cancel.cancelled() => return,
+                start = starts.recv() => match start {
+                    Some(start) => start,
+                    None => return,
+                },
+            };
+            let Some(name) = start
+                .args
+                .iter()
+                .find_map(|arg| arg.trim().strip_prefix("flow="))
+            else {
+                continue;
+            };
+            let call_id = start.channel.id.clone();
+            let Some(actions) = self.flows.get(name).cloned() else {
+                tracing::warn!(call_id, flow = name, "unknown flow: the call is left alone");
+                continue;
+            };
+            let Ok(call) = CallId::parse(&call_id) else {
+                tracing::warn!(call_id, "a call id the service cannot use: flow not run");
+                continue;
+            };
+            let span = tracing::info_span!("flow", call_id, flow = name);
+            let this = self.clone();
+            let cancel = cancel.clone();
+            tracker.spawn(
+                async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = this.run_flow(&call, &actions) => {}
+                    }
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    async fn run_flow(&self, call: &CallId, actions: &[FlowAction]) {
+        for (step, action) in actions.iter().enumerate() {
+            if let Err(e) = self.perform(call, action).await {
+                tracing::warn!(step, action = ?action, error = %e, "flow action failed: flow stopped");
+                return;
+            }
+        }
+        tracing::info!(steps = actions.len(), "flow done");
+    }
+}

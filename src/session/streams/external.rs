@@ -1,0 +1,411 @@
+//! External media (SPEC §6): a call's or conference's audio sent by Asterisk straight to a host
+//! the user names, over RTP or AudioSocket. The service relays nothing: it creates the
+//! externalMedia channel, ties it to the call or conference like a stream's, watches it, and
+//! removes it when it is stopped or its call or conference ends.
+//!
+//! The host is resolved here, checked against `external_media.allowed_hosts`, and handed to
+//! Asterisk as an address, so that a name cannot resolve one way for the check and another
+//! way for Asterisk.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::topology::{Tap, Topology};
+use super::{Admission, Attachment, Created, SetupError, Streams, wait_stasis_start};
+use crate::ari::rest::ExternalMediaParams;
+use crate::domain::external_media::{
+    Direction, ExternalMediaSpec, MediaEncapsulation, MediaFormat, MediaTransport,
+};
+use crate::domain::{INTERNAL_PREFIX, Resource};
+use crate::session::registry::{Notice, SessionError};
+use crate::telemetry::EncapsulationLabels;
+
+/// How long the host name may take to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a stop may take before the answer says so anyway.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Terminated,
+}
+
+/// The external media resource as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExternalMediaView {
+    pub id: uuid::Uuid,
+    pub reference_type: &'static str,
+    pub reference_id: String,
+    pub status: Status,
+    /// The address Asterisk sends to (the resolved `external_host`).
+    pub external_host: String,
+    pub encapsulation: MediaEncapsulation,
+    pub transport: MediaTransport,
+    pub format: MediaFormat,
+    pub direction_listen: Direction,
+    pub direction_speak: Direction,
+    /// The externalMedia channel in Asterisk.
+    pub channel_id: String,
+    /// Asterisk's side of an RTP external media: where the host may send audio back.
+    pub local_ip: Option<String>,
+    pub local_port: Option<u16>,
+    /// The UUID Asterisk announces first on an AudioSocket connection.
+    pub audiosocket_uuid: Option<uuid::Uuid>,
+    pub created: String,
+    pub terminated: Option<String>,
+}
+
+impl ExternalMediaView {
+    pub fn resource(&self) -> Option<Resource> {
+        match self.reference_type {
+            "call" => crate::domain::CallId::parse(&self.reference_id)
+                .ok()
+                .map(Resource::Call),
+            _ => crate::domain::ConferenceId::parse(&self.reference_id)
+                .ok()
+                .map(Resource::Conference),
+        }
+    }
+}
+
+/// One external media in the service's state.
+#[derive(Debug)]
+pub(super) struct Entry {
+    view: ExternalMediaView,
+    /// Cancelling it stops the media.
+    stop: CancellationToken,
+    /// Becomes true once everything it created is gone.
+    ended: watch::Receiver<bool>,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+impl Streams {
+    /// Starts an external media on a call or conference: checks, creates, watches.
+    pub async fn start_external_media(
+        self: &Arc<Self>,
+        resource: Resource,
+        spec: ExternalMediaSpec,
+    ) -> Result<ExternalMediaView, SessionError> {
+        self.check_ready()?;
+        self.find(&resource).await?;
+        let host = self.resolve(&spec).await?;
+        let admission = self.reserve(&resource, Attachment::ExternalMedia)?;
+        let id = admission.id;
+        let labels = EncapsulationLabels {
+            encapsulation: spec.encapsulation.as_str(),
+        };
+        let key = self.next_key();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut created = Created {
+            tap: Tap {
+                spy: spec.direction_listen,
+                whisper: spec.direction_speak,
+            },
+            ..Created::default()
+        };
+        let em_id = format!("{INTERNAL_PREFIX}xm-{}", id.simple());
+        created.external_media = Some(em_id.clone());
+        let made = self
+            .create_external(&resource, &spec, host, &em_id, key, &tx, &mut created)
+            .await;
+        let (local, audiosocket_uuid) = match made {
+            Ok(made) => made,
+            Err(e) => {
+                tracing::warn!(%id, %resource, error = %e, "external media failed to start");
+                self.registry.unwatch(key);
+                self.teardown(created).await;
+                self.metrics
+                    .external_medias_failed
+                    .get_or_create(&labels)
+                    .inc();
+                return Err(e);
+            }
+        };
+        let (reference_type, reference_id) = match &resource {
+            Resource::Call(c) => ("call", c.to_string()),
+            Resource::Conference(c) => ("conference", c.to_string()),
+        };
+        let view = ExternalMediaView {
+            id,
+            reference_type,
+            reference_id,
+            status: Status::Running,
+            external_host: host.to_string(),
+            encapsulation: spec.encapsulation,
+            transport: spec.transport,
+            format: spec.format,
+            direction_listen: spec.direction_listen,
+            direction_speak: spec.direction_speak,
+            channel_id: em_id,
+            local_ip: local.map(|a| a.ip().to_string()),
+            local_port: local.map(|a| a.port()),
+            audiosocket_uuid,
+            created: now(),
+            terminated: None,
+        };
+        let stop = self.shutdown.child_token();
+        let (ended_tx, ended) = watch::channel(false);
+        self.lock().external.insert(
+            id,
+            Entry {
+                view: view.clone(),
+                stop: stop.clone(),
+                ended,
+            },
+        );
+        self.metrics
+            .external_medias_started
+            .get_or_create(&labels)
+            .inc();
+        self.metrics
+            .external_medias_active
+            .get_or_create(&labels)
+            .inc();
+        tracing::info!(%id, %resource, host = %host, "external media started");
+        let span = tracing::info_span!("external_media", external_media_id = %id, %resource);
+        let this = self.clone();
+        let watch = Supervised {
+            admission,
+            resource,
+            key,
+            rx,
+            tx,
+            created,
+            stop,
+            ended: ended_tx,
+            labels,
+        };
+        self.tracker
+            .spawn(async move { this.supervise(watch).await }.instrument(span));
+        Ok(view)
+    }
+
+    /// The address of `external_host`, if it resolves into the allowed networks.
+    async fn resolve(&self, spec: &ExternalMediaSpec) -> Result<SocketAddr, SessionError> {
+        let lookup = tokio::net::lookup_host((spec.host.as_str(), spec.port));
+        let addrs: Vec<SocketAddr> = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+            Ok(Ok(addrs)) => addrs.collect(),
+            _ => Vec::new(),
+        };
+        let Some(first) = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+        else {
+            return Err(SessionError::InvalidArgument(format!(
+                "external_host: `{}` does not resolve",
+                spec.host
+            )));
+        };
+        let allowed = &self.external.allowed_hosts;
+        if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(first.ip())) {
+            return Err(SessionError::PermissionDenied(format!(
+                "external_host: {} is outside external_media.allowed_hosts",
+                first.ip()
+            )));
+        }
+        Ok(first)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_external(
+        &self,
+        resource: &Resource,
+        spec: &ExternalMediaSpec,
+        host: SocketAddr,
+        em_id: &str,
+        key: u64,
+        notices: &mpsc::UnboundedSender<Notice>,
+        created: &mut Created,
+    ) -> Result<(Option<SocketAddr>, Option<uuid::Uuid>), SessionError> {
+        let entered = self.registry.expect_stasis_start(em_id);
+        self.registry.watch(key, em_id, notices.clone());
+        let audiosocket_uuid =
+            (spec.encapsulation == MediaEncapsulation::Audiosocket).then(uuid::Uuid::new_v4);
+        let data = audiosocket_uuid.map(|u| u.to_string());
+        let external_host = host.to_string();
+        let channel = self
+            .ari
+            .external_media(&ExternalMediaParams {
+                channel_id: em_id,
+                app: &self.app,
+                external_host: &external_host,
+                encapsulation: spec.encapsulation.as_str(),
+                transport: spec.transport.as_str(),
+                format: spec.format.as_str(),
+                direction: "both",
+                data: data.as_deref(),
+            })
+            .await
+            .map_err(|e| {
+                self.registry.cancel_stasis_start(em_id);
+                match (spec.encapsulation, e.status().map(|s| s.as_u16())) {
+                    // Asterisk connects during the request and answers 500 when it cannot.
+                    (MediaEncapsulation::Audiosocket, Some(500)) => {
+                        SessionError::InvalidArgument(format!(
+                            "external_host: Asterisk could not connect to {external_host} over TCP"
+                        ))
+                    }
+                    _ => e.into(),
+                }
+            })?;
+        wait_stasis_start(entered, em_id)
+            .await
+            .map_err(into_session)?;
+        let local = super::legs::rtp_peer(&channel);
+        match resource {
+            Resource::Conference(id) => {
+                self.registry.watch(key, id.as_str(), notices.clone());
+                self.ari.add_channel(id.as_str(), em_id).await?;
+                created.topology = Topology::Conference;
+            }
+            Resource::Call(id) => {
+                self.registry.watch(key, id.as_str(), notices.clone());
+                self.subscribe_call(id.as_str()).await;
+                self.attach_call(id.as_str(), em_id, key, notices, created)
+                    .await
+                    .map_err(into_session)?;
+            }
+        }
+        Ok((local, audiosocket_uuid))
+    }
+
+    /// Runs until the media is stopped or what it hangs on goes away, then removes it.
+    async fn supervise(&self, mut s: Supervised) {
+        let target = match &s.resource {
+            Resource::Call(id) => id.to_string(),
+            Resource::Conference(id) => id.to_string(),
+        };
+        let is_call = matches!(s.resource, Resource::Call(_));
+        let id = s.admission.id;
+        let why = loop {
+            let notice = tokio::select! {
+                _ = s.stop.cancelled() => break "stopped",
+                notice = s.rx.recv() => match notice {
+                    Some(notice) => notice,
+                    None => break "the registry went away",
+                },
+            };
+            match notice {
+                Notice::Gone { id } if id == target => break "its call or conference ended",
+                Notice::Gone { id } if s.created.owns(&id) => {
+                    break "its Asterisk objects went away";
+                }
+                Notice::Moved { channel, .. } if is_call && channel == target => {
+                    if let Err(e) = self.follow(&channel, s.key, &s.tx, &mut s.created).await {
+                        tracing::warn!(error = %e, "following the call failed");
+                        break "following the call failed";
+                    }
+                }
+                _ => {}
+            }
+        };
+        self.registry.unwatch(s.key);
+        self.teardown(std::mem::take(&mut s.created)).await;
+        if let Some(entry) = self.lock().external.get_mut(&id) {
+            entry.view.status = Status::Terminated;
+            entry.view.terminated = Some(now());
+        }
+        drop(s.admission);
+        let _ = s.ended.send(true);
+        self.metrics
+            .external_medias_active
+            .get_or_create(&s.labels)
+            .dec();
+        tracing::info!(why, "external media terminated");
+        // Readable for a while, then forgotten (at once on shutdown).
+        tokio::select! {
+            _ = tokio::time::sleep(self.external.retention) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+        self.lock().external.remove(&id);
+    }
+
+    pub fn external_media(&self, id: uuid::Uuid) -> Result<ExternalMediaView, SessionError> {
+        self.lock()
+            .external
+            .get(&id)
+            .map(|e| e.view.clone())
+            .ok_or(SessionError::ExternalMediaNotFound(id))
+    }
+
+    /// Every external media still known, oldest first.
+    pub fn external_medias(&self) -> Vec<ExternalMediaView> {
+        let mut all: Vec<ExternalMediaView> = self
+            .lock()
+            .external
+            .values()
+            .map(|e| e.view.clone())
+            .collect();
+        all.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
+        all
+    }
+
+    /// Stops one external media and waits until it is gone from Asterisk.
+    pub async fn stop_external_media(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<ExternalMediaView, SessionError> {
+        let (stop, mut ended) = {
+            let state = self.lock();
+            let entry = state
+                .external
+                .get(&id)
+                .ok_or(SessionError::ExternalMediaNotFound(id))?;
+            (entry.stop.clone(), entry.ended.clone())
+        };
+        stop.cancel();
+        if tokio::time::timeout(STOP_TIMEOUT, ended.wait_for(|done| *done))
+            .await
+            .is_err()
+        {
+            tracing::warn!(%id, "external media did not finish stopping in time");
+        }
+        self.external_media(id)
+    }
+
+    /// Stops every running external media of a resource; how many there were.
+    pub async fn stop_external_medias_of(&self, resource: &Resource) -> usize {
+        let ids: Vec<uuid::Uuid> = self
+            .external_ids_for(resource)
+            .iter()
+            .filter_map(|id| id.parse().ok())
+            .collect();
+        let stops = ids.iter().map(|id| self.stop_external_media(*id));
+        futures::future::join_all(stops).await.len()
+    }
+}
+
+/// What a running external media's supervisor owns.
+#[derive(Debug)]
+struct Supervised {
+    admission: Admission,
+    resource: Resource,
+    key: u64,
+    rx: mpsc::UnboundedReceiver<Notice>,
+    tx: mpsc::UnboundedSender<Notice>,
+    created: Created,
+    stop: CancellationToken,
+    ended: watch::Sender<bool>,
+    labels: EncapsulationLabels,
+}
+
+fn into_session(e: SetupError) -> SessionError {
+    match e {
+        SetupError::Asterisk(e) => SessionError::Asterisk(e),
+        SetupError::Session(e) => e,
+        other => SessionError::NotReady(other.to_string()),
+    }
+}
