@@ -50,11 +50,14 @@ pub struct ExternalMediaParams<'a> {
     pub data: Option<&'a str>,
 }
 
-/// Arguments of `POST /channels` (originate), used by tests and tools.
+/// Arguments of `POST /channels` (originate), used by tests and tools: the new channel goes
+/// into `app`, or, with `app` empty, runs `extension`@`context`.
 #[derive(Debug, Clone, Default)]
 pub struct OriginateParams<'a> {
     pub endpoint: &'a str,
     pub app: &'a str,
+    pub extension: Option<&'a str>,
+    pub context: Option<&'a str>,
     pub app_args: Option<&'a str>,
     pub channel_id: Option<&'a str>,
     /// Channel variables, set on the originated channel.
@@ -214,7 +217,16 @@ impl AriClient {
     }
 
     pub async fn originate(&self, p: &OriginateParams<'_>) -> Result<Channel, AriError> {
-        let mut query = vec![("endpoint", p.endpoint), ("app", p.app)];
+        let mut query = vec![("endpoint", p.endpoint)];
+        if !p.app.is_empty() {
+            query.push(("app", p.app));
+        }
+        if let Some(extension) = p.extension {
+            query.extend([("extension", extension), ("priority", "1")]);
+        }
+        if let Some(context) = p.context {
+            query.push(("context", context));
+        }
         if let Some(args) = p.app_args {
             query.push(("appArgs", args));
         }

@@ -7,6 +7,7 @@
 
 pub mod audio;
 pub mod client;
+pub mod listeners;
 
 use std::future::Future;
 use std::net::SocketAddr;
