@@ -154,7 +154,7 @@ impl Metrics {
         let pacer_lateness = Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05]);
         registry.register(
             "pacer_lateness_seconds",
-            "How late the 20 ms send clock woke, per wake-up",
+            "How late the 20 ms send clock woke: each stream's worst wake-up of each second",
             pacer_lateness.clone(),
         );
         let external_medias_active = Family::<EncapsulationLabels, Gauge>::default();

@@ -111,9 +111,10 @@ fn parse_request(
         encapsulation,
         format,
         events,
+        // A signed `exp` beyond what the clock can hold means "never" in practice.
         expires_at: principal
             .expires_at
-            .map(|exp| SystemTime::UNIX_EPOCH + Duration::from_secs(exp)),
+            .and_then(|exp| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(exp))),
     })
 }
 
@@ -131,9 +132,18 @@ fn adapt(
             Ok(Message::Text(text)) => Some(Inbound::Text(text.as_str().to_owned())),
             Ok(Message::Close(_)) => Some(Inbound::Close),
             Ok(Message::Ping(_) | Message::Pong(_)) => None,
-            // The library's size limit is the only read error that is not a lost connection.
-            Err(e) if e.to_string().contains("Space limit exceeded") => Some(Inbound::TooLarge),
-            Err(_) => Some(Inbound::Close),
+            // axum hides the WebSocket library's error type (and its version); its text is
+            // what there is to tell a refused message from a lost connection.
+            Err(e) => {
+                let text = e.to_string();
+                Some(if text.contains("Space limit exceeded") {
+                    Inbound::TooLarge
+                } else if text.contains("UTF-8") || text.contains("utf-8") {
+                    Inbound::Malformed("a text message that is not UTF-8".into())
+                } else {
+                    Inbound::Close
+                })
+            }
         }
     });
     let outbound = sink.with(|message: Outbound| async move {

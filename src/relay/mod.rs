@@ -22,6 +22,8 @@ pub enum Inbound {
     Close,
     /// The message was larger than the WebSocket layer accepts.
     TooLarge,
+    /// The WebSocket layer refused what the client sent (a text frame that is not UTF-8).
+    Malformed(String),
 }
 
 /// A message to the client.

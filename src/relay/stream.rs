@@ -39,6 +39,13 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Payload types on the client's RTP: PCMU, and a dynamic one for L16 (RFC 3551).
 pub const CLIENT_PT_ULAW: u8 = 0;
 pub const CLIENT_PT_L16: u8 = 96;
+/// Marks a client may have waiting at once; more ends the stream (1008).
+const MAX_PENDING_MARKS: usize = 1024;
+/// Events that may wait for a client that does not read; more ends the stream (1008).
+const MAX_PENDING_EVENTS: usize = 2048;
+/// How long one write to Asterisk may take: a peer that stops reading ends the stream (1011)
+/// instead of stalling its clock.
+const LEG_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long the writer may take to deliver the last messages once the stream has ended.
 const DRAIN: Duration = Duration::from_millis(500);
 
@@ -85,9 +92,18 @@ impl Leg {
     }
 
     async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
-        match self {
-            Leg::Rtp(leg) => leg.send(frame, FRAME_SAMPLES as u32).await,
-            Leg::AudioSocket(leg) => leg.send(frame).await,
+        let send = async {
+            match self {
+                Leg::Rtp(leg) => leg.send(frame, FRAME_SAMPLES as u32).await,
+                Leg::AudioSocket(leg) => leg.send(frame).await,
+            }
+        };
+        match tokio::time::timeout(LEG_WRITE_TIMEOUT, send).await {
+            Ok(sent) => sent,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "Asterisk is not reading",
+            )),
         }
     }
 
@@ -127,6 +143,8 @@ pub enum EndReason {
     Malformed(String),
     TooLarge,
     TokenExpired,
+    /// The client let more pile up than the service keeps for it (marks, unread events).
+    Overflow(String),
     /// Asterisk or the service failed.
     Failure(String),
 }
@@ -137,7 +155,7 @@ impl EndReason {
             EndReason::Client | EndReason::Hangup => 1000,
             EndReason::Shutdown => 1001,
             EndReason::Malformed(_) => 1007,
-            EndReason::TokenExpired => 1008,
+            EndReason::TokenExpired | EndReason::Overflow(_) => 1008,
             EndReason::TooLarge => 1009,
             EndReason::Failure(_) => 1011,
         }
@@ -162,6 +180,7 @@ impl EndReason {
             EndReason::Malformed(why) => format!("malformed media: {why}"),
             EndReason::TooLarge => format!("message over {MAX_MESSAGE_BYTES} bytes"),
             EndReason::TokenExpired => "the token expired".to_owned(),
+            EndReason::Overflow(why) => format!("policy: {why}"),
             EndReason::Failure(_) => "internal or Asterisk failure".to_owned(),
         };
         let mut end = text.len().min(120);
@@ -196,7 +215,7 @@ where
     K: Sink<Outbound> + Unpin,
 {
     let (audio_tx, audio_rx) = broadcast::channel::<Bytes>(CLIENT_RING_FRAMES);
-    let (ctl_tx, ctl_rx) = mpsc::unbounded_channel::<Outbound>();
+    let (ctl_tx, ctl_rx) = mpsc::channel::<Outbound>(MAX_PENDING_EVENTS);
     let done = CancellationToken::new();
 
     let writer = async {
@@ -209,22 +228,49 @@ where
         let mut engine = Engine::new(spec, leg, audio_tx, ctl_tx.clone(), channels, &metrics);
         let reason = engine.run(client_rx, &cancel).await;
         engine.flush_metrics();
-        if engine.spec.events {
-            let _ = ctl_tx.send(event(serde_json::json!({
-                "type": "stopped",
-                "reason": reason.stopped(),
-            })));
-        }
-        let _ = ctl_tx.send(Outbound::Close {
-            code: reason.close_code(),
-            reason: reason.close_text(),
-        });
+        // The last words wait for room (briefly: a client that does not read gets the close
+        // frame as far as TCP lets it).
+        let last = async {
+            if engine.spec.events {
+                let stopped = event(serde_json::json!({
+                    "type": "stopped",
+                    "reason": reason.stopped(),
+                }));
+                ctl_tx.send(stopped).await.ok()?;
+            }
+            let close = Outbound::Close {
+                code: reason.close_code(),
+                reason: reason.close_text(),
+            };
+            ctl_tx.send(close).await.ok()
+        };
+        let _ = tokio::time::timeout(DRAIN, last).await;
         drop(engine);
         done.cancel();
         reason
     };
     let (reason, ()) = tokio::join!(main, writer);
     reason
+}
+
+/// Ends a stream that never started: `stopped` (with `events`) and a close frame.
+pub async fn say_goodbye<K>(mut client_tx: K, events: bool, reason: &EndReason)
+where
+    K: Sink<Outbound> + Unpin,
+{
+    let goodbye = async {
+        if events {
+            let stopped = serde_json::json!({ "type": "stopped", "reason": reason.stopped() });
+            client_tx.send(event(stopped)).await.ok()?;
+        }
+        let close = Outbound::Close {
+            code: reason.close_code(),
+            reason: reason.close_text(),
+        };
+        client_tx.send(close).await.ok()?;
+        client_tx.close().await.ok()
+    };
+    let _ = tokio::time::timeout(DRAIN, goodbye).await;
 }
 
 fn event(value: serde_json::Value) -> Outbound {
@@ -234,7 +280,7 @@ fn event(value: serde_json::Value) -> Outbound {
 /// Delivers control messages first (they are few and some must precede audio), then audio.
 async fn write_loop<K>(
     mut sink: K,
-    mut ctl: mpsc::UnboundedReceiver<Outbound>,
+    mut ctl: mpsc::Receiver<Outbound>,
     mut audio: broadcast::Receiver<Bytes>,
     metrics: &Metrics,
 ) where
@@ -281,7 +327,7 @@ struct Engine<'m> {
     leg: Leg,
     client_format: SampleFormat,
     audio_tx: broadcast::Sender<Bytes>,
-    ctl_tx: mpsc::UnboundedSender<Outbound>,
+    ctl_tx: mpsc::Sender<Outbound>,
     channels: Channels,
     playout: Playout,
     reorder: RtpReorder,
@@ -297,6 +343,11 @@ struct Engine<'m> {
     to_asterisk: u64,
     dropped_rtp: u64,
     queue_reported: i64,
+    /// The clock's worst wake-up since the last flush: one histogram sample a second.
+    worst_lateness: Duration,
+    pending_marks: usize,
+    /// Set when the client left more events unread than the queue holds.
+    overflowed: bool,
 }
 
 impl<'m> Engine<'m> {
@@ -304,7 +355,7 @@ impl<'m> Engine<'m> {
         spec: StreamSpec,
         leg: Leg,
         audio_tx: broadcast::Sender<Bytes>,
-        ctl_tx: mpsc::UnboundedSender<Outbound>,
+        ctl_tx: mpsc::Sender<Outbound>,
         channels: Channels,
         metrics: &'m Metrics,
     ) -> Engine<'m> {
@@ -341,6 +392,9 @@ impl<'m> Engine<'m> {
             to_asterisk: 0,
             dropped_rtp: 0,
             queue_reported: 0,
+            worst_lateness: Duration::ZERO,
+            pending_marks: 0,
+            overflowed: false,
         }
     }
 
@@ -355,7 +409,7 @@ impl<'m> Engine<'m> {
             // AudioSocket streams open with the UUID frame, as Asterisk's own do.
             let mut frame = Vec::with_capacity(audiosocket::HEADER_LEN + 16);
             audiosocket::encode(Kind::Uuid, self.spec.stream_id.as_bytes(), &mut frame);
-            let _ = self.ctl_tx.send(Outbound::Binary(Bytes::from(frame)));
+            self.emit(Outbound::Binary(Bytes::from(frame)));
         }
         let expiry = self.spec.expires_at.map(|at| {
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();
@@ -363,29 +417,37 @@ impl<'m> Engine<'m> {
         });
         let mut pacer = Pacer::new(Instant::now(), Duration::from_millis(u64::from(PTIME_MS)));
         let mut metrics_due = tokio::time::Instant::now() + Duration::from_secs(1);
+        // One timer for the clock and one for the token, re-armed rather than re-created.
+        let tick = tokio::time::sleep_until(tokio::time::Instant::from_std(pacer.next_deadline()));
+        tokio::pin!(tick);
+        let expire = sleep_until_opt(expiry);
+        tokio::pin!(expire);
         loop {
-            let deadline = tokio::time::Instant::from_std(pacer.next_deadline());
+            if self.overflowed {
+                return EndReason::Overflow("the client is not reading its events".into());
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return EndReason::Shutdown,
                 signal = self.channels.signals.recv() => match signal {
                     Some(Signal::End(reason)) => return reason,
                     Some(Signal::Dtmf(digit)) => {
                         if self.spec.events {
-                            let _ = self.ctl_tx.send(event(serde_json::json!({
+                            self.emit(event(serde_json::json!({
                                 "type": "dtmf", "digit": digit,
                             })));
                         }
                     }
                     None => return EndReason::Failure("the session ended".into()),
                 },
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut tick => {
                     let now = Instant::now();
-                    self.metrics.pacer_lateness.observe(pacer.lateness(now).as_secs_f64());
+                    self.worst_lateness = self.worst_lateness.max(pacer.lateness(now));
                     for _ in 0..pacer.poll(now) {
                         if let Err(e) = self.send_frame().await {
                             return EndReason::Failure(format!("sending to Asterisk: {e}"));
                         }
                     }
+                    tick.as_mut().reset(tokio::time::Instant::from_std(pacer.next_deadline()));
                     if tokio::time::Instant::now() >= metrics_due {
                         metrics_due += Duration::from_secs(1);
                         self.flush_metrics();
@@ -414,7 +476,11 @@ impl<'m> Engine<'m> {
                     let outcome = match message {
                         None | Some(Inbound::Close) => Err(EndReason::Client),
                         Some(Inbound::TooLarge) => Err(EndReason::TooLarge),
+                        Some(Inbound::Malformed(why)) => Err(EndReason::Malformed(why)),
                         Some(Inbound::Binary(bytes)) if bytes.len() > MAX_MESSAGE_BYTES => {
+                            Err(EndReason::TooLarge)
+                        }
+                        Some(Inbound::Text(text)) if text.len() > MAX_MESSAGE_BYTES => {
                             Err(EndReason::TooLarge)
                         }
                         Some(Inbound::Binary(bytes)) => self.client_media(&bytes),
@@ -424,7 +490,7 @@ impl<'m> Engine<'m> {
                         return reason;
                     }
                 }
-                _ = sleep_until_opt(expiry) => return EndReason::TokenExpired,
+                _ = &mut expire => return EndReason::TokenExpired,
             }
         }
     }
@@ -446,7 +512,15 @@ impl<'m> Engine<'m> {
         }
     }
 
-    fn send_started(&self) {
+    /// Queues a message for the writer; a client so far behind that the queue is full is
+    /// flagged, and the main loop ends its stream.
+    fn emit(&mut self, message: Outbound) {
+        if self.ctl_tx.try_send(message).is_err() {
+            self.overflowed = true;
+        }
+    }
+
+    fn send_started(&mut self) {
         let mut started = serde_json::json!({
             "type": "started",
             "stream_id": self.spec.stream_id,
@@ -459,20 +533,22 @@ impl<'m> Engine<'m> {
             Resource::Call(id) => started["call_id"] = id.as_str().into(),
             Resource::Conference(id) => started["conference_id"] = id.as_str().into(),
         }
-        let _ = self.ctl_tx.send(event(started));
+        self.emit(event(started));
     }
 
     async fn send_frame(&mut self) -> std::io::Result<()> {
         self.playout.pop_frame(&mut self.frame, &mut self.marks);
         self.leg.send(&self.frame).await?;
         self.to_asterisk += 1;
-        for name in self.marks.drain(..) {
-            if self.spec.events {
-                let _ = self
-                    .ctl_tx
-                    .send(event(serde_json::json!({ "type": "mark", "name": name })));
+        self.pending_marks = self.pending_marks.saturating_sub(self.marks.len());
+        let marks = std::mem::take(&mut self.marks);
+        if self.spec.events {
+            for name in &marks {
+                self.emit(event(serde_json::json!({ "type": "mark", "name": name })));
             }
         }
+        self.marks = marks;
+        self.marks.clear();
         Ok(())
     }
 
@@ -529,8 +605,10 @@ impl<'m> Engine<'m> {
                             self.playout.push(&self.scratch);
                         }
                         Kind::Dtmf => {
-                            let digit = String::from_utf8_lossy(frame.payload).into_owned();
-                            self.request(Action::Dtmf(digit));
+                            let digit = audiosocket::dtmf_of(&frame).ok_or_else(|| {
+                                EndReason::Malformed("a DTMF frame that is not a digit".into())
+                            })?;
+                            self.request(Action::Dtmf(digit.to_string()));
                         }
                         Kind::Hangup => return Err(EndReason::Client),
                         Kind::Uuid => {}
@@ -556,12 +634,16 @@ impl<'m> Engine<'m> {
             ClientControl::Clear => {
                 self.playout.clear();
                 if self.spec.events {
-                    let _ = self
-                        .ctl_tx
-                        .send(event(serde_json::json!({ "type": "cleared" })));
+                    self.emit(event(serde_json::json!({ "type": "cleared" })));
                 }
             }
-            ClientControl::Mark { name } => self.playout.push_mark(name),
+            ClientControl::Mark { name } => {
+                self.pending_marks += 1;
+                if self.pending_marks > MAX_PENDING_MARKS {
+                    return Err(EndReason::Overflow("too many marks pending".into()));
+                }
+                self.playout.push_mark(name);
+            }
             ClientControl::Dtmf { digits } => self.request(Action::Dtmf(digits)),
             ClientControl::Stop => return Err(EndReason::Client),
         }
@@ -580,6 +662,9 @@ impl<'m> Engine<'m> {
     }
 
     fn flush_metrics(&mut self) {
+        self.metrics
+            .pacer_lateness
+            .observe(std::mem::take(&mut self.worst_lateness).as_secs_f64());
         let frames = &self.metrics.stream_frames;
         frames
             .get_or_create(&DirectionLabels {

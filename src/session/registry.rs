@@ -306,6 +306,8 @@ impl Registry {
                 .watchers
                 .keys()
                 .filter(|id| !channel_ids.contains(*id) && !bridge_ids.contains(*id))
+                // Still being created: not gone, not there yet.
+                .filter(|id| !state.stasis_waiters.contains_key(*id))
                 .cloned()
                 .collect();
             for id in gone {

@@ -81,9 +81,9 @@ pub struct Streams {
     hub: AudioSocketHub,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
-    /// Serialises the decision "share the call's bridge or make one", which reads then writes
-    /// both Asterisk and `state`.
-    call_setup: tokio::sync::Mutex<()>,
+    /// One lock per call: changes to a call's ties read, then change, both Asterisk and
+    /// `call_bridges`.
+    call_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     next_key: AtomicU64,
     /// Set once the leftovers of a previous run are gone: before that, a new stream's objects
     /// could be mistaken for leftovers.
@@ -107,6 +107,8 @@ pub struct Admission {
     streams: Arc<Streams>,
     pub id: uuid::Uuid,
     resource_key: String,
+    /// Held from admission on: shutdown waits for it, even before the upgrade completes.
+    _running: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
 /// What a running stream hears about its Asterisk objects, and how it watches new ones.
@@ -119,11 +121,12 @@ struct Watch<'a> {
 }
 
 impl Created {
-    /// Whether `id` is one of the stream's own objects (whose loss ends the stream).
+    /// Whether `id` is one of the attachment's own objects (whose loss ends it).
     fn owns(&self, id: &str) -> bool {
         [&self.external_media, &self.snoop, &self.bridge]
             .into_iter()
             .flatten()
+            .chain(self.shared.as_ref().map(|(_, bridge)| bridge))
             .any(|own| own == id)
     }
 }
@@ -146,9 +149,13 @@ impl Drop for Admission {
 struct Created {
     external_media: Option<String>,
     snoop: Option<String>,
+    /// A private bridge (snoop topology).
     bridge: Option<String>,
-    /// The call whose shared bridge this stream holds a reference to.
-    shared_call_bridge: Option<String>,
+    /// The call and its shared bridge, of which this attachment holds a share.
+    shared: Option<(String, String)>,
+    /// Objects being replaced while following the call; removed once the new ones stand.
+    doomed_channels: Vec<String>,
+    doomed_bridges: Vec<String>,
     topology: Topology,
     tap: Tap,
 }
@@ -185,7 +192,7 @@ impl Streams {
             external: settings.external_media.clone(),
             metrics,
             state: Mutex::new(State::default()),
-            call_setup: tokio::sync::Mutex::new(()),
+            call_locks: Mutex::default(),
             next_key: AtomicU64::new(1),
             leftovers_removed: std::sync::atomic::AtomicBool::new(false),
             shutdown,
@@ -242,6 +249,11 @@ impl Streams {
 
     /// Refuses new attachments until the leftovers of a previous run are gone.
     fn check_ready(&self) -> Result<(), SessionError> {
+        if self.shutdown.is_cancelled() {
+            return Err(SessionError::NotReady(
+                "the service is shutting down".into(),
+            ));
+        }
         if self
             .leftovers_removed
             .load(std::sync::atomic::Ordering::Acquire)
@@ -251,6 +263,28 @@ impl Streams {
             Err(SessionError::NotReady(
                 "not connected to Asterisk yet; try again shortly".into(),
             ))
+        }
+    }
+
+    /// Why an attachment whose setup or objects failed should end: `Hangup` if its call or
+    /// conference is gone (the failure was a consequence), else a failure.
+    async fn ended_or_failed(&self, resource: &Resource, why: String) -> EndReason {
+        match self.find(resource).await {
+            Err(SessionError::CallNotFound(_) | SessionError::ConferenceNotFound(_)) => {
+                EndReason::Hangup
+            }
+            _ => EndReason::Failure(why),
+        }
+    }
+
+    /// One of an attachment's objects is gone: if it was its call's shared bridge, forget it.
+    fn lost(&self, created: &Created, id: &str) {
+        if created
+            .shared
+            .as_ref()
+            .is_some_and(|(_, bridge)| bridge == id)
+        {
+            self.forget_call_bridge(id);
         }
     }
 
@@ -307,6 +341,7 @@ impl Streams {
             streams: self.clone(),
             id,
             resource_key: key,
+            _running: self.tracker.token(),
         })
     }
 
@@ -321,7 +356,6 @@ impl Streams {
         S: Stream<Item = Inbound> + Unpin,
         K: Sink<Outbound> + Unpin,
     {
-        let token = self.tracker.token();
         let stream_id = admission.id;
         let span = match &request.resource {
             Resource::Call(id) => tracing::info_span!("stream", %stream_id, call_id = %id),
@@ -349,10 +383,11 @@ impl Streams {
             let (notice_tx, notice_rx) = mpsc::unbounded_channel();
             let mut created = Created::default();
             let started = std::time::Instant::now();
-            let reason = match self
-                .setup(&request, key, notice_tx.clone(), &mut created)
-                .await
-            {
+            let setup = tokio::select! {
+                setup = self.setup(&request, key, notice_tx.clone(), &mut created) => setup,
+                _ = self.shutdown.cancelled() => Err(SetupError::Incomplete("shutting down".into())),
+            };
+            let reason = match setup {
                 Ok((leg, leg_format)) => {
                     tracing::info!(
                         setup_ms = started.elapsed().as_millis() as u64,
@@ -384,16 +419,13 @@ impl Streams {
                     .await
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "stream setup failed");
-                    let reason = EndReason::Failure(e.to_string());
-                    let mut client_tx = client_tx;
-                    use futures::SinkExt;
-                    let _ = client_tx
-                        .send(Outbound::Close {
-                            code: reason.close_code(),
-                            reason: "could not set the stream up in Asterisk".into(),
-                        })
-                        .await;
+                    let reason = if self.shutdown.is_cancelled() {
+                        EndReason::Shutdown
+                    } else {
+                        self.ended_or_failed(&request.resource, e.to_string()).await
+                    };
+                    tracing::warn!(error = %e, ?reason, "stream setup did not complete");
+                    relay::say_goodbye(client_tx, request.events, &reason).await;
                     reason
                 }
             };
@@ -407,7 +439,6 @@ impl Streams {
             );
             active.dec();
             drop(admission);
-            drop(token);
         }
         .instrument(span)
         .await
@@ -437,19 +468,24 @@ impl Streams {
             Resource::Conference(_) => None,
         };
         let Watch { mut rx, tx, key } = watch;
+        let spec_resource = spec.resource.clone();
         let forward_notices = async {
             while let Some(notice) = rx.recv().await {
                 let signal = match notice {
                     Notice::Gone { id } if id == target => Signal::End(EndReason::Hangup),
                     Notice::Gone { id } if created.owns(&id) => {
-                        Signal::End(EndReason::Failure(format!("{id} went away")))
+                        self.lost(created, &id);
+                        // A call's hangup takes its snoop with it, sometimes first.
+                        let why = format!("{id} went away");
+                        Signal::End(self.ended_or_failed(&spec_resource, why).await)
                     }
                     Notice::Dtmf { channel, digit } if channel == target => Signal::Dtmf(digit),
                     Notice::Moved { channel, .. } if Some(&channel) == call.as_ref() => {
                         match self.follow(&channel, key, tx, created).await {
                             Ok(()) => continue,
                             Err(e) => {
-                                Signal::End(EndReason::Failure(format!("following the call: {e}")))
+                                let why = format!("following the call: {e}");
+                                Signal::End(self.ended_or_failed(&spec_resource, why).await)
                             }
                         }
                     }

@@ -1,20 +1,26 @@
-//! How a stream's externalMedia channel is tied to a call, and how that tie follows the call
-//! into and out of bridges (SPEC §5):
+//! How a stream's or external media's externalMedia channel is tied to a call, and how that
+//! tie follows the call into and out of bridges (SPEC §5):
 //! - **direct**: the call is in Stasis and in no bridge. The service's bridge holds the call
-//!   itself and the externalMedia channel(s); all streams of the call share it, and the last
-//!   one destroys it.
-//! - **snoop**: the call is bridged elsewhere, or runs dialplan. A snoop channel (spy and
-//!   whisper both) and the externalMedia channel share a private bridge. (Whisper needs frames
-//!   to be written to the call, which only happens while it is bridged: hence direct when idle.)
+//!   itself and the externalMedia channel(s); every attachment of the call shares it, and the
+//!   last one destroys it.
+//! - **snoop**: the call is bridged elsewhere, or runs dialplan. A snoop channel and the
+//!   externalMedia channel share a private bridge. (Whisper needs frames to be written to the
+//!   call, which only happens while it is bridged: hence direct when idle.)
+//!
+//! Every object is recorded in [`Created`] before the request that makes it, and an object
+//! being replaced is moved to the `doomed` lists before anything is awaited: whatever point a
+//! change is cancelled at, teardown still finds everything.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::{Created, SetupError, Streams, internal_id, wait_stasis_start};
 use crate::ari::Channel;
+use crate::domain::CallId;
 use crate::domain::external_media::Direction;
-use crate::session::registry::Notice;
+use crate::session::registry::{Notice, SessionError};
 
 /// A call's bridge moves come as a leave then an enter: wait this long for the pair before
 /// deciding what the call's state is.
@@ -55,11 +61,37 @@ pub(super) enum Topology {
     Conference,
 }
 
-fn idle_in_stasis(channel: &Channel, bridge: Option<&String>) -> bool {
-    channel.dialplan.app_name == "Stasis" && bridge.is_none()
+fn in_stasis(channel: &Channel) -> bool {
+    channel.dialplan.app_name == "Stasis"
 }
 
+type CallGuard = tokio::sync::OwnedMutexGuard<()>;
+
 impl Streams {
+    /// Serialises changes to one call's ties (they read, then change, both Asterisk and the
+    /// shared-bridge table); other calls go on meanwhile.
+    async fn lock_call(&self, call: &str) -> CallGuard {
+        let lock = {
+            let mut locks = self.call_locks.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget the locks nobody holds or waits for.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            locks.entry(call.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    async fn call_channel(&self, call: &str) -> Result<Channel, SetupError> {
+        self.ari.channel(call).await.map_err(|e| {
+            if e.is_not_found() {
+                CallId::parse(call)
+                    .map(|id| SetupError::Session(SessionError::CallNotFound(id)))
+                    .unwrap_or(SetupError::Asterisk(e))
+            } else {
+                SetupError::Asterisk(e)
+            }
+        })
+    }
+
     /// Ties `em` to `call`, directly or through a snoop.
     pub(super) async fn attach_call(
         &self,
@@ -69,15 +101,14 @@ impl Streams {
         notices: &mpsc::UnboundedSender<Notice>,
         created: &mut Created,
     ) -> Result<(), SetupError> {
-        let channel = self.ari.channel(call).await?;
-        let serial = self.call_setup.lock().await;
+        let channel = self.call_channel(call).await?;
+        let _guard = self.lock_call(call).await;
+        let now_in = self.registry.bridge_of(call);
         let shared = self.shared_bridge(call);
-        let bridge = self.registry.bridge_of(call);
-        let idle = idle_in_stasis(&channel, bridge.as_ref());
-        if created.tap.direct_when_idle() && (shared.is_some() || idle) {
+        let idle_or_ours = now_in.is_none() || (now_in.is_some() && now_in == shared);
+        if created.tap.direct_when_idle() && in_stasis(&channel) && idle_or_ours {
             self.attach_direct(call, em, key, notices, created).await
         } else {
-            drop(serial);
             self.attach_snoop(call, em, key, notices, created).await
         }
     }
@@ -86,8 +117,8 @@ impl Streams {
         self.lock().call_bridges.get(call).map(|(b, _)| b.clone())
     }
 
-    /// Joins the call's shared bridge, making it (with the call in it) if there is none.
-    /// The caller holds `call_setup`.
+    /// Joins the call's shared bridge, making it (with the call in it) if there is none, and
+    /// putting the call back in if it was taken out. The caller holds the call's lock.
     async fn attach_direct(
         &self,
         call: &str,
@@ -97,24 +128,28 @@ impl Streams {
         created: &mut Created,
     ) -> Result<(), SetupError> {
         let bridge = match self.shared_bridge(call) {
-            Some(bridge) => {
-                self.take_call_bridge(call, created);
-                bridge
-            }
+            Some(bridge) => bridge,
             None => {
                 let bridge = internal_id("br");
-                self.ari.create_bridge(&bridge, &self.app).await?;
                 self.lock()
                     .call_bridges
                     .insert(call.to_owned(), (bridge.clone(), 0));
-                self.take_call_bridge(call, created);
-                self.ari.add_channel(&bridge, call).await?;
                 bridge
             }
         };
+        self.take_call_bridge(call, created);
+        if self.registry.bridge_of(call).as_ref() != Some(&bridge) {
+            match self.ari.create_bridge(&bridge, &self.app).await {
+                Ok(_) => {}
+                // It exists already: the call was taken out of it, not the bridge destroyed.
+                Err(e) if e.status().map(|s| s.as_u16()) == Some(409) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.ari.add_channel(&bridge, call).await?;
+        }
         self.registry.watch(key, &bridge, notices.clone());
         self.ari.add_channel(&bridge, em).await?;
-        created.topology = super::topology::Topology::Direct;
+        created.topology = Topology::Direct;
         Ok(())
     }
 
@@ -130,7 +165,6 @@ impl Streams {
         let snoop = internal_id("sn");
         created.snoop = Some(snoop.clone());
         let entered = self.registry.expect_stasis_start(&snoop);
-        self.registry.watch(key, &snoop, notices.clone());
         self.ari
             .snoop(
                 call,
@@ -141,6 +175,7 @@ impl Streams {
             )
             .await
             .inspect_err(|_| self.registry.cancel_stasis_start(&snoop))?;
+        self.registry.watch(key, &snoop, notices.clone());
         wait_stasis_start(entered, &snoop).await?;
         let bridge = internal_id("br");
         created.bridge = Some(bridge.clone());
@@ -152,8 +187,8 @@ impl Streams {
         Ok(())
     }
 
-    /// The call entered or left a bridge: re-tie the stream if its topology no longer fits.
-    /// The client stays connected throughout; it may hear a short silence.
+    /// The call entered or left a bridge: re-tie the attachment if its topology no longer
+    /// fits. The client stays connected throughout; it may hear a short silence.
     pub(super) async fn follow(
         &self,
         call: &str,
@@ -165,71 +200,100 @@ impl Streams {
         let Some(em) = created.external_media.clone() else {
             return Ok(());
         };
-        let serial = self.call_setup.lock().await;
-        let bridge = self.registry.bridge_of(call);
+        let _guard = self.lock_call(call).await;
+        let now_in = self.registry.bridge_of(call);
         match created.topology {
-            Topology::Direct if bridge.is_some() && bridge != self.shared_bridge(call) => {
-                // Taken into someone else's bridge: listen through a snoop instead.
-                drop(serial);
-                tracing::info!(bridge = ?bridge, "call moved into a bridge: following through a snoop");
-                if let Some(shared) = self.shared_bridge(call) {
-                    let _ = self.ari.remove_channel(&shared, &em).await;
+            Topology::Direct => {
+                let shared = created.shared.as_ref().map(|(_, b)| b.clone());
+                if now_in.is_some() && now_in == shared {
+                    return Ok(());
                 }
-                let released = self.release_call_bridge(created);
-                self.attach_snoop(call, &em, key, notices, created).await?;
-                self.destroy_bridges(released.into_iter().collect()).await;
+                let channel = self.call_channel(call).await?;
+                if now_in.is_none() && in_stasis(&channel) {
+                    // Taken out of the service's bridge and left idle: put it back.
+                    tracing::info!("call left the stream's bridge: bridging it again");
+                    self.attach_direct(call, &em, key, notices, created).await
+                } else {
+                    // In someone else's bridge, or back in dialplan: listen through a snoop.
+                    tracing::info!(bridge = ?now_in, "call moved: following through a snoop");
+                    if let Some((_, shared)) = &created.shared {
+                        let _ = self.ari.remove_channel(shared, &em).await;
+                    }
+                    if let Some(bridge) = self.release_call_bridge(created) {
+                        created.doomed_bridges.push(bridge);
+                    }
+                    let attached = self.attach_snoop(call, &em, key, notices, created).await;
+                    self.remove_doomed(created).await;
+                    attached
+                }
             }
-            Topology::Snoop if bridge.is_none() && created.tap.direct_when_idle() => {
-                let channel = self.ari.channel(call).await?;
-                if !idle_in_stasis(&channel, None) {
+            Topology::Snoop if now_in.is_none() && created.tap.direct_when_idle() => {
+                let channel = self.call_channel(call).await?;
+                if !in_stasis(&channel) {
                     return Ok(());
                 }
                 // Back to idle: whisper would go nowhere; bridge the call itself.
                 tracing::info!("call left its bridge: following it directly");
-                let (snoop, private) = (created.snoop.take(), created.bridge.take());
-                if let Some(private) = &private {
+                created.doomed_channels.extend(created.snoop.take());
+                created.doomed_bridges.extend(created.bridge.take());
+                if let Some(private) = created.doomed_bridges.last() {
                     let _ = self.ari.remove_channel(private, &em).await;
                 }
-                self.attach_direct(call, &em, key, notices, created).await?;
-                drop(serial);
-                self.hang_up(snoop.into_iter().collect()).await;
-                self.destroy_bridges(private.into_iter().collect()).await;
+                let attached = self.attach_direct(call, &em, key, notices, created).await;
+                self.remove_doomed(created).await;
+                attached
             }
-            _ => {}
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn take_call_bridge(&self, call: &str, created: &mut Created) {
-        if let Some((_, refs)) = self.lock().call_bridges.get_mut(call) {
+        if created.shared.is_some() {
+            return;
+        }
+        if let Some((bridge, refs)) = self.lock().call_bridges.get_mut(call) {
             *refs += 1;
-            created.shared_call_bridge = Some(call.to_owned());
+            created.shared = Some((call.to_owned(), bridge.clone()));
         }
     }
 
-    /// Gives up the stream's share of its call's bridge; the bridge to destroy if it was the
-    /// last share.
+    /// Gives up the attachment's share of its call's bridge; the bridge to destroy if it was
+    /// the last share.
     fn release_call_bridge(&self, created: &mut Created) -> Option<String> {
-        let call = created.shared_call_bridge.take()?;
+        let (call, bridge) = created.shared.take()?;
         let mut state = self.lock();
-        let (bridge, refs) = state.call_bridges.get_mut(&call)?;
+        let (current, refs) = state.call_bridges.get_mut(&call)?;
+        if *current != bridge {
+            return None;
+        }
         *refs = refs.saturating_sub(1);
         if *refs > 0 {
             return None;
         }
-        let bridge = bridge.clone();
         state.call_bridges.remove(&call);
         Some(bridge)
     }
 
-    /// Removes what the stream created; every step is tried, failures are logged.
+    /// The shared bridge of a call is gone (destroyed by someone): forget it, so that the next
+    /// attachment makes a new one.
+    pub(super) fn forget_call_bridge(&self, bridge: &str) {
+        self.lock().call_bridges.retain(|_, (b, _)| b != bridge);
+    }
+
+    async fn remove_doomed(&self, created: &mut Created) {
+        let channels = std::mem::take(&mut created.doomed_channels);
+        let bridges = std::mem::take(&mut created.doomed_bridges);
+        futures::future::join(self.hang_up(channels), self.destroy_bridges(bridges)).await;
+    }
+
+    /// Removes what the attachment created; every step is tried, failures are logged.
     pub(super) async fn teardown(&self, mut created: Created) {
-        let mut bridges: Vec<String> = created.bridge.take().into_iter().collect();
+        let mut bridges = std::mem::take(&mut created.doomed_bridges);
+        bridges.extend(created.bridge.take());
         bridges.extend(self.release_call_bridge(&mut created));
-        let channels = [created.external_media.take(), created.snoop.take()]
-            .into_iter()
-            .flatten()
-            .collect();
+        let mut channels = std::mem::take(&mut created.doomed_channels);
+        channels.extend(created.external_media.take());
+        channels.extend(created.snoop.take());
         futures::future::join(self.hang_up(channels), self.destroy_bridges(bridges)).await;
     }
 
