@@ -163,6 +163,11 @@ async fn an_oversized_message_closes_its_stream_only() {
     victim.send_binary(vec![0u8; 100 * 1024]).await;
     let close = victim.closed(Duration::from_secs(2)).await.expect("closed");
     assert_eq!(close.0, 1009, "{close:?}");
+    // Text has the same cap.
+    let mut talker = stream(&service, &id, Enc::SlnSlin).await;
+    talker.send_text(&"x".repeat(70 * 1024)).await;
+    let close = talker.closed(Duration::from_secs(2)).await.expect("closed");
+    assert_eq!(close.0, 1009, "{close:?}");
 
     let (_, messages) = bystander.listen(Duration::from_secs(1)).await;
     assert!(

@@ -328,3 +328,40 @@ async fn two_streams_on_one_call_share_its_bridge() {
     hangup(&ari().await, &id).await;
     service.stop().await;
 }
+
+#[tokio::test]
+async fn hangup_of_a_bridged_call_closes_with_1000_too() {
+    let service = Service::start(test_settings()).await;
+    let a = call(&service, "tone").await;
+    let b = call(&service, "silence").await;
+    let (_, conf) = service.post("/v1.0/conferences", None).await;
+    let conf = conf["id"].as_str().expect("id").to_owned();
+    for party in [&a, &b] {
+        service
+            .post(&format!("/v1.0/conferences/{conf}/calls/{party}"), None)
+            .await;
+    }
+    let mut client = open(
+        service.addr,
+        &format!("/v1.0/calls/{a}"),
+        Enc::SlnSlin,
+        &format!("events=true&token={API_KEY}"),
+    )
+    .await
+    .expect("opens");
+    eventually(Duration::from_secs(2), || async {
+        leftovers(&service).await.len() == 3
+    })
+    .await;
+    client.listen(Duration::from_millis(300)).await;
+    // The snoop goes down with the call, sometimes before the call's own event.
+    hangup(&ari().await, &a).await;
+    let close = client.closed(Duration::from_secs(2)).await.expect("closed");
+    assert_eq!(close.0, 1000, "{close:?}");
+    let last = client.texts.last().expect("stopped");
+    assert_eq!(last["reason"], "hangup");
+    gone_within(&service, Duration::from_secs(1)).await;
+    hangup(&ari().await, &b).await;
+    service.delete(&format!("/v1.0/conferences/{conf}")).await;
+    service.stop().await;
+}
