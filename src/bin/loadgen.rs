@@ -1,0 +1,235 @@
+//! Load generator: many two-way media streams through a running service and a real Asterisk,
+//! with a report of what came back.
+//!
+//! Each stream is a call whose far end runs `Echo()` (`Local/echo@test`). The client sends one
+//! 20 ms slin frame every 20 ms, each stamped with its stream and sequence number in its first
+//! samples; Echo returns it byte for byte, so the report can count every frame that did not
+//! come back and time every round trip (client → service → Asterisk → Echo → Asterisk →
+//! service → client, including the service's jitter pre-buffer).
+//!
+//! ```text
+//! ari-mediastream-loadgen --service 127.0.0.1:8080 --token KEY --ari-url http://127.0.0.1:18088 \
+//!     --app mediastream --streams 200 --seconds 30
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ari_mediastream::ari::AriClient;
+use ari_mediastream::ari::rest::OriginateParams;
+use ari_mediastream::config::AriSettings;
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Parser)]
+#[command(about = "Two-way media stream load against a running ari-mediastream and Asterisk")]
+struct Args {
+    /// The service's HTTP address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    service: SocketAddr,
+    /// An API key of the service.
+    #[arg(long)]
+    token: String,
+    #[arg(long, default_value = "http://127.0.0.1:18088")]
+    ari_url: String,
+    #[arg(long, default_value = "mediastream")]
+    ari_user: String,
+    #[arg(long, default_value = "mediastream")]
+    ari_password: String,
+    /// The service's Stasis application (calls are originated into it).
+    #[arg(long, default_value = "mediastream")]
+    app: String,
+    /// Concurrent streams.
+    #[arg(long, default_value_t = 50)]
+    streams: usize,
+    /// How long every stream sends, after all are open.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Streams opened per second while ramping up.
+    #[arg(long, default_value_t = 50)]
+    ramp: u64,
+}
+
+/// Marks a frame as the load generator's: the first sample, then stream and sequence.
+const MAGIC: i16 = 0x4c47;
+
+#[derive(Default)]
+struct Totals {
+    sent: AtomicU64,
+    received: AtomicU64,
+    foreign: AtomicU64,
+    failed_streams: AtomicU64,
+}
+
+fn frame(stream: u32, seq: u32) -> Vec<u8> {
+    let mut samples = [0i16; 160];
+    samples[0] = MAGIC;
+    samples[1] = (stream >> 16) as i16;
+    samples[2] = stream as i16;
+    samples[3] = (seq >> 16) as i16;
+    samples[4] = seq as i16;
+    for (i, s) in samples.iter_mut().enumerate().skip(5) {
+        // A quiet tone, so that nothing on the way treats the frame as silence.
+        *s = (((i as f64) * 0.7).sin() * 2000.0) as i16;
+    }
+    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+}
+
+fn stamp(bytes: &[u8]) -> Option<(u32, u32)> {
+    let sample = |i: usize| Some(u16::from_le_bytes([*bytes.get(2 * i)?, *bytes.get(2 * i + 1)?]));
+    if sample(0)? as i16 != MAGIC {
+        return None;
+    }
+    let stream = (u32::from(sample(1)?) << 16) | u32::from(sample(2)?);
+    let seq = (u32::from(sample(3)?) << 16) | u32::from(sample(4)?);
+    Some((stream, seq))
+}
+
+async fn run_stream(
+    args: Arc<Args>,
+    index: u32,
+    call: String,
+    start_at: tokio::time::Instant,
+    totals: Arc<Totals>,
+) -> Vec<f64> {
+    let url = format!(
+        "ws://{}/v1.0/calls/{call}/media_stream?encapsulation=sln&token={}",
+        args.service, args.token
+    );
+    let Ok((ws, _)) = tokio_tungstenite::connect_async(url).await else {
+        totals.failed_streams.fetch_add(1, Ordering::Relaxed);
+        return Vec::new();
+    };
+    let (mut sink, mut stream) = ws.split();
+    let frames = args.seconds * 50;
+    let sent_at: Arc<std::sync::Mutex<Vec<Option<Instant>>>> =
+        Arc::new(std::sync::Mutex::new(vec![None; frames as usize]));
+    let sender = {
+        let sent_at = sent_at.clone();
+        let totals = totals.clone();
+        async move {
+            tokio::time::sleep_until(start_at).await;
+            let mut ticker = tokio::time::interval(Duration::from_millis(20));
+            for seq in 0..frames as u32 {
+                ticker.tick().await;
+                if let Ok(mut s) = sent_at.lock() {
+                    s[seq as usize] = Some(Instant::now());
+                }
+                if sink.send(Message::Binary(frame(index, seq).into())).await.is_err() {
+                    return sink;
+                }
+                totals.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            sink
+        }
+    };
+    let receiver = async {
+        let mut rtts = Vec::with_capacity(frames as usize);
+        let end = start_at + Duration::from_secs(args.seconds) + Duration::from_secs(2);
+        loop {
+            let message = tokio::select! {
+                _ = tokio::time::sleep_until(end) => break,
+                m = stream.next() => m,
+            };
+            match message {
+                Some(Ok(Message::Binary(bytes))) => match stamp(&bytes) {
+                    Some((stream_no, seq)) if stream_no == index => {
+                        let sent = sent_at.lock().ok().and_then(|s| s.get(seq as usize).copied().flatten());
+                        if let Some(sent) = sent {
+                            rtts.push(sent.elapsed().as_secs_f64() * 1000.0);
+                            totals.received.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Some(_) => {
+                        totals.foreign.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {}
+                },
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+        rtts
+    };
+    let (mut sink, rtts) = tokio::join!(sender, receiver);
+    let _ = sink.close().await;
+    rtts
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Arc::new(Args::parse());
+    let ari = AriClient::new(&AriSettings {
+        url: args.ari_url.parse().expect("--ari-url is a URL"),
+        username: args.ari_user.clone(),
+        password: args.ari_password.clone(),
+        app: args.app.clone(),
+    });
+    eprintln!("originating {} echo calls into {}", args.streams, args.app);
+    let mut calls = Vec::with_capacity(args.streams);
+    for i in 0..args.streams {
+        let id = format!("loadgen-{}-{i}", std::process::id());
+        match ari
+            .originate(&OriginateParams {
+                endpoint: "Local/echo@test",
+                app: &args.app,
+                channel_id: Some(&id),
+                ..OriginateParams::default()
+            })
+            .await
+        {
+            Ok(_) => calls.push(id),
+            Err(e) => eprintln!("originate {id}: {e}"),
+        }
+    }
+    // Give the service a moment to see the calls enter its application.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let totals = Arc::new(Totals::default());
+    let ramp = Duration::from_secs_f64(calls.len() as f64 / args.ramp.max(1) as f64);
+    let start_at = tokio::time::Instant::now() + ramp + Duration::from_secs(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    let opened = Instant::now();
+    for (i, call) in calls.iter().enumerate() {
+        tasks.spawn(run_stream(args.clone(), i as u32, call.clone(), start_at, totals.clone()));
+        tokio::time::sleep(Duration::from_secs_f64(1.0 / args.ramp.max(1) as f64)).await;
+    }
+    eprintln!("{} streams opening over {:?}; sending for {} s", calls.len(), opened.elapsed(), args.seconds);
+    let mut rtts = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        if let Ok(r) = result {
+            rtts.extend(r);
+        }
+    }
+    for id in &calls {
+        let _ = ari.hangup(id).await;
+    }
+    rtts.sort_by(f64::total_cmp);
+    let sent = totals.sent.load(Ordering::Relaxed);
+    let received = totals.received.load(Ordering::Relaxed);
+    println!("streams:        {} ({} failed to open)", calls.len(), totals.failed_streams.load(Ordering::Relaxed));
+    println!("frames sent:    {sent}");
+    println!(
+        "frames echoed:  {received} ({:.3}% lost)",
+        if sent == 0 { 0.0 } else { 100.0 * (sent.saturating_sub(received)) as f64 / sent as f64 }
+    );
+    println!("foreign frames: {} (another stream's audio: must be 0)", totals.foreign.load(Ordering::Relaxed));
+    println!(
+        "round trip ms:  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  (includes the {} ms jitter pre-buffer and Asterisk both ways)",
+        percentile(&rtts, 0.5),
+        percentile(&rtts, 0.9),
+        percentile(&rtts, 0.99),
+        rtts.last().copied().unwrap_or(f64::NAN),
+        "media.jitter_ms"
+    );
+}
