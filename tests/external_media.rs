@@ -133,13 +133,19 @@ async fn audiosocket_external_media_in_slin_and_slin16() {
         let mut sizes = std::collections::BTreeSet::new();
         // Two seconds of audio, counted from the first frame (a loaded machine may take a
         // moment to start it).
-        let first = peer.frame(Duration::from_secs(5)).await.expect("audio starts");
+        let first = peer
+            .frame(Duration::from_secs(5))
+            .await
+            .expect("audio starts");
         let end = Instant::now() + Duration::from_secs(2);
         let mut next = Some(first);
         while Instant::now() < end {
             let (kind, payload) = match next.take() {
                 Some(frame) => frame,
-                None => peer.frame(Duration::from_secs(2)).await.expect("audio goes on"),
+                None => peer
+                    .frame(Duration::from_secs(2))
+                    .await
+                    .expect("audio goes on"),
             };
             kinds.insert(kind);
             sizes.insert(payload.len());

@@ -51,10 +51,30 @@ struct Args {
     /// Streams opened per second while ramping up.
     #[arg(long, default_value_t = 50)]
     ramp: u64,
+    /// Processes whose CPU use over the sending period to report (the service, Asterisk).
+    #[arg(long = "pid")]
+    pids: Vec<u32>,
 }
 
-/// Marks a frame as the load generator's: the first sample, then stream and sequence.
-const MAGIC: i16 = 0x4c47;
+/// CPU seconds a process has used so far (user + system), from /proc.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// A frame's stamp is 24 bits (4 of magic, 6 of stream number, 14 of sequence number), each
+/// as the sign of a block of [`BLOCK`] loud samples: slow enough (under 700 Hz) to pass the
+/// filters and μ-law conversions a call may put on the way.
+const MAGIC: [bool; 4] = [true, false, true, true];
+const BLOCK: usize = 6;
+const BITS: usize = 24;
+const LOUD: i16 = 8000;
+const STREAM_BITS: u32 = 6;
+const SEQ_BITS: u32 = 14;
 
 #[derive(Default)]
 struct Totals {
@@ -64,28 +84,78 @@ struct Totals {
     failed_streams: AtomicU64,
 }
 
+/// One 20 ms frame of 16-bit LE slin: the stamp, then a quiet tone.
 fn frame(stream: u32, seq: u32) -> Vec<u8> {
     let mut samples = [0i16; 160];
-    samples[0] = MAGIC;
-    samples[1] = (stream >> 16) as i16;
-    samples[2] = stream as i16;
-    samples[3] = (seq >> 16) as i16;
-    samples[4] = seq as i16;
-    for (i, s) in samples.iter_mut().enumerate().skip(5) {
-        // A quiet tone, so that nothing on the way treats the frame as silence.
-        *s = (((i as f64) * 0.7).sin() * 2000.0) as i16;
+    let bits = MAGIC
+        .iter()
+        .copied()
+        .chain((0..STREAM_BITS).rev().map(|b| (stream >> b) & 1 == 1))
+        .chain((0..SEQ_BITS).rev().map(|b| (seq >> b) & 1 == 1));
+    for (block, bit) in bits.enumerate() {
+        for s in &mut samples[block * BLOCK..(block + 1) * BLOCK] {
+            *s = if bit { LOUD } else { -LOUD };
+        }
+    }
+    for (i, s) in samples.iter_mut().enumerate().skip(BITS * BLOCK) {
+        *s = (((i as f64) * 0.7).sin() * 1000.0) as i16;
     }
     samples.iter().flat_map(|s| s.to_le_bytes()).collect()
 }
 
-fn stamp(bytes: &[u8]) -> Option<(u32, u32)> {
-    let sample = |i: usize| Some(u16::from_le_bytes([*bytes.get(2 * i)?, *bytes.get(2 * i + 1)?]));
-    if sample(0)? as i16 != MAGIC {
-        return None;
+/// Finds stamps in received audio. Asterisk may re-cut frames on the way and scale them, so
+/// the stamp is searched at any offset, across message boundaries.
+#[derive(Default)]
+struct StampFinder {
+    samples: Vec<i16>,
+}
+
+impl StampFinder {
+    const SPAN: usize = BITS * BLOCK;
+
+    /// The bits at offset `i`, if every block there is loud and of one sign.
+    fn bits_at(&self, i: usize) -> Option<[bool; BITS]> {
+        let mut bits = [false; BITS];
+        for (k, bit) in bits.iter_mut().enumerate() {
+            let mid = &self.samples[i + k * BLOCK + 1..i + k * BLOCK + BLOCK - 1];
+            let positive = mid[0] > 0;
+            if mid
+                .iter()
+                .any(|s| s.unsigned_abs() < (LOUD / 4) as u16 || (*s > 0) != positive)
+            {
+                return None;
+            }
+            *bit = positive;
+        }
+        (bits[..MAGIC.len()] == MAGIC).then_some(bits)
     }
-    let stream = (u32::from(sample(1)?) << 16) | u32::from(sample(2)?);
-    let seq = (u32::from(sample(3)?) << 16) | u32::from(sample(4)?);
-    Some((stream, seq))
+
+    fn push(&mut self, bytes: &[u8], mut found: impl FnMut(u32, u32)) {
+        self.samples.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]])),
+        );
+        let mut keep_from = self.samples.len().saturating_sub(Self::SPAN - 1);
+        let mut i = 0;
+        while i + Self::SPAN <= self.samples.len() {
+            match self.bits_at(i) {
+                Some(bits) => {
+                    let number = |range: std::ops::Range<usize>| {
+                        bits[range]
+                            .iter()
+                            .fold(0u32, |n, b| (n << 1) | u32::from(*b))
+                    };
+                    let stream_end = MAGIC.len() + STREAM_BITS as usize;
+                    found(number(MAGIC.len()..stream_end), number(stream_end..BITS));
+                    i += Self::SPAN;
+                    keep_from = keep_from.max(i);
+                }
+                None => i += 1,
+            }
+        }
+        self.samples.drain(..keep_from.min(self.samples.len()));
+    }
 }
 
 async fn run_stream(
@@ -118,7 +188,11 @@ async fn run_stream(
                 if let Ok(mut s) = sent_at.lock() {
                     s[seq as usize] = Some(Instant::now());
                 }
-                if sink.send(Message::Binary(frame(index, seq).into())).await.is_err() {
+                if sink
+                    .send(Message::Binary(frame(index, seq).into()))
+                    .await
+                    .is_err()
+                {
                     return sink;
                 }
                 totals.sent.fetch_add(1, Ordering::Relaxed);
@@ -128,6 +202,7 @@ async fn run_stream(
     };
     let receiver = async {
         let mut rtts = Vec::with_capacity(frames as usize);
+        let mut finder = StampFinder::default();
         let end = start_at + Duration::from_secs(args.seconds) + Duration::from_secs(2);
         loop {
             let message = tokio::select! {
@@ -135,19 +210,25 @@ async fn run_stream(
                 m = stream.next() => m,
             };
             match message {
-                Some(Ok(Message::Binary(bytes))) => match stamp(&bytes) {
-                    Some((stream_no, seq)) if stream_no == index => {
-                        let sent = sent_at.lock().ok().and_then(|s| s.get(seq as usize).copied().flatten());
-                        if let Some(sent) = sent {
-                            rtts.push(sent.elapsed().as_secs_f64() * 1000.0);
-                            totals.received.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Some(_) => {
+                Some(Ok(Message::Binary(bytes))) => finder.push(&bytes, |stream_no, seq| {
+                    if stream_no != index % (1 << STREAM_BITS) {
                         totals.foreign.fetch_add(1, Ordering::Relaxed);
+                        return;
                     }
-                    None => {}
-                },
+                    // The sequence number wraps every 2^14 frames (5.5 minutes): take the latest
+                    // frame sent with it.
+                    let sent = sent_at.lock().ok().and_then(|s| {
+                        (seq as usize..s.len())
+                            .step_by(1 << SEQ_BITS)
+                            .filter_map(|i| s[i].map(|at| (i, at)))
+                            .next_back()
+                    });
+                    let sent = sent.map(|(_, at)| at);
+                    if let Some(sent) = sent {
+                        rtts.push(sent.elapsed().as_secs_f64() * 1000.0);
+                        totals.received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }),
                 Some(Ok(_)) => {}
                 _ => break,
             }
@@ -201,10 +282,32 @@ async fn main() {
     let mut tasks = tokio::task::JoinSet::new();
     let opened = Instant::now();
     for (i, call) in calls.iter().enumerate() {
-        tasks.spawn(run_stream(args.clone(), i as u32, call.clone(), start_at, totals.clone()));
+        tasks.spawn(run_stream(
+            args.clone(),
+            i as u32,
+            call.clone(),
+            start_at,
+            totals.clone(),
+        ));
         tokio::time::sleep(Duration::from_secs_f64(1.0 / args.ramp.max(1) as f64)).await;
     }
-    eprintln!("{} streams opening over {:?}; sending for {} s", calls.len(), opened.elapsed(), args.seconds);
+    eprintln!(
+        "{} streams opening over {:?}; sending for {} s",
+        calls.len(),
+        opened.elapsed(),
+        args.seconds
+    );
+    tokio::time::sleep_until(start_at).await;
+    let cpu_before: Vec<Option<f64>> = args.pids.iter().map(|p| cpu_seconds(*p)).collect();
+    let sending = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let cpu_used: Vec<Option<f64>> = args
+        .pids
+        .iter()
+        .zip(&cpu_before)
+        .map(|(p, before)| Some(cpu_seconds(*p)? - (*before)?))
+        .collect();
+    let sent_for = sending.elapsed().as_secs_f64();
     let mut rtts = Vec::new();
     while let Some(result) = tasks.join_next().await {
         if let Ok(r) = result {
@@ -217,19 +320,40 @@ async fn main() {
     rtts.sort_by(f64::total_cmp);
     let sent = totals.sent.load(Ordering::Relaxed);
     let received = totals.received.load(Ordering::Relaxed);
-    println!("streams:        {} ({} failed to open)", calls.len(), totals.failed_streams.load(Ordering::Relaxed));
+    println!(
+        "streams:        {} ({} failed to open)",
+        calls.len(),
+        totals.failed_streams.load(Ordering::Relaxed)
+    );
     println!("frames sent:    {sent}");
     println!(
         "frames echoed:  {received} ({:.3}% lost)",
-        if sent == 0 { 0.0 } else { 100.0 * (sent.saturating_sub(received)) as f64 / sent as f64 }
+        if sent == 0 {
+            0.0
+        } else {
+            100.0 * (sent.saturating_sub(received)) as f64 / sent as f64
+        }
     );
-    println!("foreign frames: {} (another stream's audio: must be 0)", totals.foreign.load(Ordering::Relaxed));
     println!(
-        "round trip ms:  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  (includes the {} ms jitter pre-buffer and Asterisk both ways)",
+        "foreign frames: {} (another stream's audio: must be 0)",
+        totals.foreign.load(Ordering::Relaxed)
+    );
+    println!(
+        "round trip ms:  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  (includes media.jitter_ms of pre-buffer and Asterisk both ways)",
         percentile(&rtts, 0.5),
         percentile(&rtts, 0.9),
         percentile(&rtts, 0.99),
         rtts.last().copied().unwrap_or(f64::NAN),
-        "media.jitter_ms"
     );
+    for (pid, used) in args.pids.iter().zip(cpu_used) {
+        match used {
+            Some(used) => println!(
+                "cpu pid {pid}:   {:.1}% of one core while sending ({:.2} s in {:.1} s)",
+                100.0 * used / sent_for,
+                used,
+                sent_for
+            ),
+            None => println!("cpu pid {pid}:   not readable"),
+        }
+    }
 }
