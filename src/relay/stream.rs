@@ -46,6 +46,20 @@ const MAX_PENDING_EVENTS: usize = 2048;
 /// How long one write to Asterisk may take: a peer that stops reading ends the stream (1011)
 /// instead of stalling its clock.
 const LEG_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
+const PTIME: Duration = Duration::from_millis(PTIME_MS as u64);
+
+/// The first 20 ms boundary of the process-wide grid at or after `now`. Every stream's clock
+/// ticks on the same grid, so the runtime wakes once per 20 ms for all of them instead of once
+/// per stream at scattered moments (each wake-up of an idle runtime is a context switch).
+fn shared_grid(now: Instant) -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| now);
+    let since = now.duration_since(epoch).as_nanos();
+    let period = PTIME.as_nanos();
+    let ticks = since.div_ceil(period);
+    epoch + Duration::from_nanos(u64::try_from(ticks * period).unwrap_or(u64::MAX))
+}
+
 /// How long the writer may take to deliver the last messages once the stream has ended.
 const DRAIN: Duration = Duration::from_millis(500);
 
@@ -415,7 +429,7 @@ impl<'m> Engine<'m> {
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();
             tokio::time::Instant::now() + left
         });
-        let mut pacer = Pacer::new(Instant::now(), Duration::from_millis(u64::from(PTIME_MS)));
+        let mut pacer = Pacer::new(shared_grid(Instant::now()), PTIME);
         let mut metrics_due = tokio::time::Instant::now() + Duration::from_secs(1);
         // One timer for the clock and one for the token, re-armed rather than re-created.
         let tick = tokio::time::sleep_until(tokio::time::Instant::from_std(pacer.next_deadline()));
