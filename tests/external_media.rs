@@ -18,6 +18,24 @@ async fn udp() -> (UdpSocket, String) {
     (socket, addr)
 }
 
+/// A Local channel whose near half plays 1000 Hz and whose far half runs
+/// `Stasis(<app>,flow=<flow>)`; the near half's id (the far half's is `<id>;2`).
+async fn call_into_flow(ari: &ari_mediastream::ari::AriClient, app: &str, flow: &str) -> String {
+    let near = unique_id("flow");
+    let args = format!("flow={flow}");
+    ari.originate(&OriginateParams {
+        endpoint: "Local/stasis@test",
+        extension: Some("tone"),
+        context: Some("test"),
+        channel_id: Some(&near),
+        variables: &[("MS_APP", app), ("MS_ARGS", &args)],
+        ..OriginateParams::default()
+    })
+    .await
+    .expect("originate");
+    near
+}
+
 async fn start(service: &Service, path: &str, body: serde_json::Value) -> serde_json::Value {
     let (status, view) = service.post(path, Some(body)).await;
     assert_eq!(status, 201, "{view}");
@@ -261,17 +279,7 @@ async fn a_flow_from_the_dialplan_starts_external_media() {
     let service = Service::start(settings).await;
     let ari = ari().await;
     // One half of a Local channel plays 1000 Hz; the other runs Stasis(<app>,flow=asr).
-    let near = unique_id("flow");
-    ari.originate(&OriginateParams {
-        endpoint: "Local/stasis@test",
-        extension: Some("tone"),
-        context: Some("test"),
-        channel_id: Some(&near),
-        variables: &[("MS_APP", &service.app), ("MS_ARGS", "flow=asr")],
-        ..OriginateParams::default()
-    })
-    .await
-    .expect("originate");
+    let near = call_into_flow(&ari, &service.app, "asr").await;
     let flowing = format!("{near};2");
     eventually(Duration::from_secs(5), || async {
         service
@@ -316,17 +324,7 @@ async fn a_flow_from_the_dialplan_starts_external_media() {
 async fn an_unknown_flow_leaves_the_call_alone() {
     let service = Service::start(test_settings()).await;
     let ari = ari().await;
-    let near = unique_id("noflow");
-    ari.originate(&OriginateParams {
-        endpoint: "Local/stasis@test",
-        extension: Some("tone"),
-        context: Some("test"),
-        channel_id: Some(&near),
-        variables: &[("MS_APP", &service.app), ("MS_ARGS", "flow=nope")],
-        ..OriginateParams::default()
-    })
-    .await
-    .expect("originate");
+    let near = call_into_flow(&ari, &service.app, "nope").await;
     let far = format!("/v1.0/calls/{near}%3B2");
     eventually(Duration::from_secs(5), || async {
         service.get(&far).await.0 == 200
@@ -384,11 +382,7 @@ async fn flow_actions_over_rest() {
 async fn conference_external_media_hears_the_conference_and_ends_with_it() {
     let service = Service::start(test_settings()).await;
     let member = call(&service, "tone").await;
-    let (_, conf) = service.post("/v1.0/conferences", None).await;
-    let conf = conf["id"].as_str().expect("id").to_owned();
-    service
-        .post(&format!("/v1.0/conferences/{conf}/calls/{member}"), None)
-        .await;
+    let conf = conference_with(&service, &[&member]).await;
     let (listener, host) = udp().await;
     let view = start(
         &service,

@@ -46,14 +46,7 @@ async fn client_close_removes_everything_within_a_second() {
 async fn call_hangup_closes_with_1000_and_removes_everything() {
     let service = Service::start(test_settings()).await;
     let id = call(&service, "tone").await;
-    let mut client = open(
-        service.addr,
-        &format!("/v1.0/calls/{id}"),
-        Enc::RtpUlaw,
-        &format!("events=true&token={API_KEY}"),
-    )
-    .await
-    .expect("opens");
+    let mut client = stream_with_events(&service, &id, Enc::RtpUlaw).await;
     client.listen(Duration::from_millis(300)).await;
     let hung_up = Instant::now();
     hangup(&ari().await, &id).await;
@@ -75,14 +68,7 @@ async fn call_hangup_closes_with_1000_and_removes_everything() {
 async fn events_come_in_the_contract_order() {
     let service = Service::start(test_settings()).await;
     let id = call(&service, "echo").await;
-    let mut client = open(
-        service.addr,
-        &format!("/v1.0/calls/{id}"),
-        Enc::SlnSlin,
-        &format!("events=true&token={API_KEY}"),
-    )
-    .await
-    .expect("opens");
+    let mut client = stream_with_events(&service, &id, Enc::SlnSlin).await;
     // `started` is the very first message.
     use futures::StreamExt;
     let first = client.ws.next().await.expect("a message").expect("ok");
@@ -151,14 +137,7 @@ async fn dtmf_goes_into_the_call_and_comes_back_as_an_event() {
     let service = Service::start(test_settings()).await;
     // Echo returns DTMF too: what the client plays into the call comes back from it.
     let id = call(&service, "echo").await;
-    let mut client = open(
-        service.addr,
-        &format!("/v1.0/calls/{id}"),
-        Enc::SlnSlin,
-        &format!("events=true&token={API_KEY}"),
-    )
-    .await
-    .expect("opens");
+    let mut client = stream_with_events(&service, &id, Enc::SlnSlin).await;
     client.listen(Duration::from_millis(300)).await;
     client.send_text(r#"{"type":"dtmf","digits":"5#"}"#).await;
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -334,21 +313,8 @@ async fn hangup_of_a_bridged_call_closes_with_1000_too() {
     let service = Service::start(test_settings()).await;
     let a = call(&service, "tone").await;
     let b = call(&service, "silence").await;
-    let (_, conf) = service.post("/v1.0/conferences", None).await;
-    let conf = conf["id"].as_str().expect("id").to_owned();
-    for party in [&a, &b] {
-        service
-            .post(&format!("/v1.0/conferences/{conf}/calls/{party}"), None)
-            .await;
-    }
-    let mut client = open(
-        service.addr,
-        &format!("/v1.0/calls/{a}"),
-        Enc::SlnSlin,
-        &format!("events=true&token={API_KEY}"),
-    )
-    .await
-    .expect("opens");
+    let conf = conference_with(&service, &[&a, &b]).await;
+    let mut client = stream_with_events(&service, &a, Enc::SlnSlin).await;
     eventually(Duration::from_secs(2), || async {
         leftovers(&service).await.len() == 3
     })

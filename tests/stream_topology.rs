@@ -34,14 +34,7 @@ async fn a_bridged_call_is_streamed_through_a_snoop_both_ways() {
     // Party A's far end echoes; party B's plays 400 Hz. A and B talk in a conference.
     let a = call(&service, "echo").await;
     let b = call(&service, "play-400").await;
-    let (_, conf) = service.post("/v1.0/conferences", None).await;
-    let conf = conf["id"].as_str().expect("id").to_owned();
-    for party in [&a, &b] {
-        let (status, body) = service
-            .post(&format!("/v1.0/conferences/{conf}/calls/{party}"), None)
-            .await;
-        assert_eq!(status, 204, "{body}");
-    }
+    let conf = conference_with(&service, &[&a, &b]).await;
 
     let mut client = stream(&service, &a, Enc::SlnSlin).await;
     // Set up after the upgrade: a snoop, not the call itself, goes into the service's bridge.
@@ -80,11 +73,7 @@ async fn a_bridged_call_is_streamed_through_a_snoop_both_ways() {
 async fn conference_streams_hear_members_and_each_other() {
     let service = Service::start(test_settings()).await;
     let member = call(&service, "tone").await;
-    let (_, conf) = service.post("/v1.0/conferences", None).await;
-    let conf = conf["id"].as_str().expect("id").to_owned();
-    service
-        .post(&format!("/v1.0/conferences/{conf}/calls/{member}"), None)
-        .await;
+    let conf = conference_with(&service, &[&member]).await;
 
     let path = format!("/v1.0/conferences/{conf}");
     let token = format!("token={API_KEY}");
@@ -141,11 +130,7 @@ async fn a_stream_follows_its_call_into_and_out_of_a_conference() {
     let service = Service::start(test_settings()).await;
     let caller = call(&service, "tone").await;
     let other = call(&service, "play-400").await;
-    let (_, conf) = service.post("/v1.0/conferences", None).await;
-    let conf = conf["id"].as_str().expect("id").to_owned();
-    service
-        .post(&format!("/v1.0/conferences/{conf}/calls/{other}"), None)
-        .await;
+    let conf = conference_with(&service, &[&other]).await;
 
     // Idle: the stream hears the caller only.
     let mut client = stream(&service, &caller, Enc::SlnSlin).await;

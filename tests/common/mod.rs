@@ -335,3 +335,36 @@ pub async fn leftovers_of(app: &str) -> Vec<String> {
     );
     ids
 }
+
+/// A stream on a call with `events=true`.
+pub async fn stream_with_events(
+    service: &Service,
+    call: &str,
+    enc: client::Enc,
+) -> client::MediaClient {
+    match client::open(
+        service.addr,
+        &format!("/v1.0/calls/{call}"),
+        enc,
+        &format!("events=true&token={API_KEY}"),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(r) => panic!("refused {}: {}", r.status, r.body),
+    }
+}
+
+/// A conference made through the service, holding `calls`; its id.
+pub async fn conference_with(service: &Service, calls: &[&str]) -> String {
+    let (status, conf) = service.post("/v1.0/conferences", None).await;
+    assert_eq!(status, 201, "{conf}");
+    let conf = conf["id"].as_str().expect("id").to_owned();
+    for call in calls {
+        let (status, body) = service
+            .post(&format!("/v1.0/conferences/{conf}/calls/{call}"), None)
+            .await;
+        assert_eq!(status, 204, "{body}");
+    }
+    conf
+}

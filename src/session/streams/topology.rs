@@ -298,24 +298,35 @@ impl Streams {
     }
 
     async fn hang_up(&self, channels: Vec<String>) {
-        let hangups = channels.iter().map(|id| async move {
-            match self.ari.hangup(id).await {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => tracing::warn!(channel = %id, error = %e, "teardown: hangup failed"),
-            }
-        });
-        futures::future::join_all(hangups).await;
+        self.remove_each("channel", channels, |id| async move {
+            self.ari.hangup(&id).await
+        })
+        .await;
     }
 
     async fn destroy_bridges(&self, bridges: Vec<String>) {
-        let destroys = bridges.iter().map(|id| async move {
-            match self.ari.destroy_bridge(id).await {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => tracing::warn!(bridge = %id, error = %e, "teardown: destroy failed"),
+        self.remove_each("bridge", bridges, |id| async move {
+            self.ari.destroy_bridge(&id).await
+        })
+        .await;
+    }
+
+    /// Runs `remove` on every id at once; one already gone is fine, other failures are logged.
+    async fn remove_each<F, Fut>(&self, what: &str, ids: Vec<String>, remove: F)
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<(), crate::ari::AriError>>,
+    {
+        let removals = ids.into_iter().map(|id| {
+            let removal = remove(id.clone());
+            async move {
+                match removal.await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => tracing::warn!(what, %id, error = %e, "teardown: removal failed"),
+                }
             }
         });
-        futures::future::join_all(destroys).await;
+        futures::future::join_all(removals).await;
     }
 }
