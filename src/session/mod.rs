@@ -8,5 +8,5 @@ mod registry;
 mod streams;
 
 pub use flows::{ActionOutcome, Flows};
-pub use registry::{CallStart, Notice, Registry, SessionError};
+pub use registry::{CallStart, Gone, Notice, Registry, SessionError};
 pub use streams::{Admission, ExternalMediaStatus, ExternalMediaView, StreamRequest, Streams};

@@ -58,6 +58,44 @@ pub enum Notice {
     Dtmf { channel: String, digit: String },
 }
 
+/// How long a removal may take to show in Asterisk's events before the service stops waiting.
+pub const GONE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Objects being removed, until Asterisk says each is gone.
+#[derive(Debug)]
+pub struct Gone {
+    key: u64,
+    rx: mpsc::UnboundedReceiver<Notice>,
+    pending: std::collections::HashSet<String>,
+}
+
+impl Gone {
+    /// No need to wait for `id` (it was gone already).
+    pub fn skip(&mut self, id: &str) {
+        self.pending.remove(id);
+    }
+
+    /// Waits until every pending object is reported gone, or `limit`.
+    pub async fn wait(mut self, registry: &Registry, limit: std::time::Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            while !self.pending.is_empty() {
+                match self.rx.recv().await {
+                    Some(Notice::Gone { id }) => {
+                        self.pending.remove(&id);
+                    }
+                    Some(_) => {}
+                    None => return,
+                }
+            }
+        })
+        .await;
+        if !self.pending.is_empty() {
+            tracing::warn!(pending = ?self.pending, "Asterisk did not report these removed in time");
+        }
+        registry.unwatch(self.key);
+    }
+}
+
 /// A follower of objects, identified by a key unique to it (a stream's).
 #[derive(Debug)]
 struct Watcher {
@@ -103,6 +141,8 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     /// Short critical sections only; never held across an await.
     state: Mutex<State>,
+    /// Keys for [`Registry::watch`], unique across the service.
+    next_key: std::sync::atomic::AtomicU64,
 }
 
 fn internal(id: &str) -> bool {
@@ -121,6 +161,7 @@ impl Registry {
             ari,
             metrics,
             state: Mutex::new(State::default()),
+            next_key: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -196,16 +237,47 @@ impl Registry {
         Ok(bridge)
     }
 
+    /// Destroys a conference and answers once Asterisk reports it gone (ARI answers the
+    /// request before the bridge has left its lists).
     pub async fn destroy_conference(&self, id: &ConferenceId) -> Result<(), SessionError> {
         self.find_conference(id).await?;
+        let gone = self.expect_gone(&[id.to_string()]);
         match self.ari.destroy_bridge(id.as_str()).await {
             Ok(()) => {}
-            Err(e) if e.is_not_found() => return Err(SessionError::ConferenceNotFound(id.clone())),
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                self.unwatch(gone.key);
+                return Err(if e.is_not_found() {
+                    SessionError::ConferenceNotFound(id.clone())
+                } else {
+                    e.into()
+                });
+            }
         }
+        gone.wait(self, GONE_TIMEOUT).await;
         self.lock().conferences.remove(id.as_str());
         self.update_gauges();
         Ok(())
+    }
+
+    /// A fresh key for [`Registry::watch`].
+    pub fn new_key(&self) -> u64 {
+        self.next_key
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts following objects about to be removed; [`Gone::wait`] then waits for Asterisk to
+    /// report each of them gone. Make it before the removal, so that no event is missed.
+    pub fn expect_gone(&self, ids: &[String]) -> Gone {
+        let key = self.new_key();
+        let (tx, rx) = mpsc::unbounded_channel();
+        for id in ids {
+            self.watch(key, id, tx.clone());
+        }
+        Gone {
+            key,
+            rx,
+            pending: ids.iter().cloned().collect(),
+        }
     }
 
     pub async fn add_call(&self, conf: &ConferenceId, call: &CallId) -> Result<(), SessionError> {

@@ -13,7 +13,7 @@
 //! the request that creates it, so teardown also removes what a failed setup left half-made.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -84,7 +84,6 @@ pub struct Streams {
     /// One lock per call: changes to a call's ties read, then change, both Asterisk and
     /// `call_bridges`.
     call_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    next_key: AtomicU64,
     /// Set once the leftovers of a previous run are gone: before that, a new stream's objects
     /// could be mistaken for leftovers.
     leftovers_removed: std::sync::atomic::AtomicBool,
@@ -193,7 +192,6 @@ impl Streams {
             metrics,
             state: Mutex::new(State::default()),
             call_locks: Mutex::default(),
-            next_key: AtomicU64::new(1),
             leftovers_removed: std::sync::atomic::AtomicBool::new(false),
             shutdown,
             tracker: TaskTracker::new(),
@@ -289,7 +287,7 @@ impl Streams {
     }
 
     fn next_key(&self) -> u64 {
-        self.next_key.fetch_add(1, Ordering::Relaxed)
+        self.registry.new_key()
     }
 
     /// Events of a call owned by another application (hangup, DTMF, bridge moves) come only
