@@ -290,6 +290,7 @@ impl Streams {
         };
         let is_call = matches!(s.resource, Resource::Call(_));
         let id = s.admission.id;
+        let mut settle: Option<tokio::time::Instant> = None;
         let why = loop {
             let notice = tokio::select! {
                 _ = s.stop.cancelled() => break "stopped",
@@ -297,17 +298,23 @@ impl Streams {
                     Some(notice) => notice,
                     None => break "the registry went away",
                 },
+                _ = super::sleep_until_opt(settle), if settle.is_some() => {
+                    settle = None;
+                    if let Err(e) = self.follow(&target, s.key, &s.tx, &mut s.created).await {
+                        tracing::warn!(error = %e, "following the call failed");
+                        break "following the call failed";
+                    }
+                    continue;
+                }
             };
             match notice {
                 Notice::Gone { id } if id == target => break "its call or conference ended",
                 Notice::Gone { id } if s.created.owns(&id) => {
+                    self.lost(&s.created, &id);
                     break "its Asterisk objects went away";
                 }
                 Notice::Moved { channel, .. } if is_call && channel == target => {
-                    if let Err(e) = self.follow(&channel, s.key, &s.tx, &mut s.created).await {
-                        tracing::warn!(error = %e, "following the call failed");
-                        break "following the call failed";
-                    }
+                    settle = Some(tokio::time::Instant::now() + super::topology::MOVE_SETTLE);
                 }
                 _ => {}
             }

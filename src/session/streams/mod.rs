@@ -468,7 +468,29 @@ impl Streams {
         let Watch { mut rx, tx, key } = watch;
         let spec_resource = spec.resource.clone();
         let forward_notices = async {
-            while let Some(notice) = rx.recv().await {
+            // A bridge move comes as a leave then an enter: act once the pair has settled,
+            // reading other notices (a hangup) meanwhile.
+            let mut settle: Option<tokio::time::Instant> = None;
+            loop {
+                let notice = tokio::select! {
+                    notice = rx.recv() => match notice {
+                        Some(notice) => notice,
+                        None => break,
+                    },
+                    _ = sleep_until_opt(settle), if settle.is_some() => {
+                        settle = None;
+                        let Some(call) = &call else { continue };
+                        match self.follow(call, key, tx, created).await {
+                            Ok(()) => continue,
+                            Err(e) => {
+                                let why = format!("following the call: {e}");
+                                let end = self.ended_or_failed(&spec_resource, why).await;
+                                let _ = signal_tx.send(Signal::End(end));
+                                break;
+                            }
+                        }
+                    }
+                };
                 let signal = match notice {
                     Notice::Gone { id } if id == target => Signal::End(EndReason::Hangup),
                     Notice::Gone { id } if created.owns(&id) => {
@@ -479,13 +501,8 @@ impl Streams {
                     }
                     Notice::Dtmf { channel, digit } if channel == target => Signal::Dtmf(digit),
                     Notice::Moved { channel, .. } if Some(&channel) == call.as_ref() => {
-                        match self.follow(&channel, key, tx, created).await {
-                            Ok(()) => continue,
-                            Err(e) => {
-                                let why = format!("following the call: {e}");
-                                Signal::End(self.ended_or_failed(&spec_resource, why).await)
-                            }
-                        }
+                        settle = Some(tokio::time::Instant::now() + topology::MOVE_SETTLE);
+                        continue;
                     }
                     _ => continue,
                 };
@@ -622,6 +639,13 @@ impl Streams {
             }
         }
         Ok(removed)
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

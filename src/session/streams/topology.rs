@@ -24,7 +24,7 @@ use crate::session::registry::{Notice, SessionError};
 
 /// A call's bridge moves come as a leave then an enter: wait this long for the pair before
 /// deciding what the call's state is.
-const MOVE_SETTLE: Duration = Duration::from_millis(200);
+pub(super) const MOVE_SETTLE: Duration = Duration::from_millis(200);
 
 /// How an attachment taps a call: the snoop's directions, and whether an idle call may be
 /// bridged directly (only when it must hear the far side: a snoop cannot whisper into it).
@@ -187,8 +187,9 @@ impl Streams {
         Ok(())
     }
 
-    /// The call entered or left a bridge: re-tie the attachment if its topology no longer
-    /// fits. The client stays connected throughout; it may hear a short silence.
+    /// The call entered or left a bridge (and [`MOVE_SETTLE`] has passed): re-tie the
+    /// attachment if its topology no longer fits. The client stays connected throughout; it may
+    /// hear a short silence.
     pub(super) async fn follow(
         &self,
         call: &str,
@@ -196,7 +197,6 @@ impl Streams {
         notices: &mpsc::UnboundedSender<Notice>,
         created: &mut Created,
     ) -> Result<(), SetupError> {
-        tokio::time::sleep(MOVE_SETTLE).await;
         let Some(em) = created.external_media.clone() else {
             return Ok(());
         };
