@@ -117,9 +117,19 @@ pub async fn run(
         app = %settings.ari.app,
         "serving"
     );
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let serve = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    // A request that never finishes must not hold the shutdown up for ever.
+    let served = tokio::select! {
+        served = serve => served,
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        } => {
+            tracing::warn!("requests still in flight after 10 s: stopping anyway");
+            Ok(())
+        }
+    };
     // Streams saw the same token: each closes with 1001 and tears down its Asterisk objects.
     if tokio::time::timeout(std::time::Duration::from_secs(10), streams.drained())
         .await

@@ -529,13 +529,24 @@ async fn hosts_outside_the_allow_list_are_forbidden() {
     settings.external_media.allowed_hosts = vec!["10.0.0.0/8".parse().expect("net")];
     let service = Service::start(settings).await;
     let id = call(&service, "tone").await;
-    let (status, err) = service
-        .post(
-            &format!("/v1.0/calls/{id}/external_media"),
-            Some(serde_json::json!({"external_host": "127.0.0.1:5000"})),
-        )
-        .await;
-    assert_eq!((status, reason(&err)), (403, "PERMISSION_DENIED"), "{err}");
+    // The IPv4-mapped IPv6 form of the same address is the same address.
+    for host in [
+        "127.0.0.1:5000",
+        "[::ffff:127.0.0.1]:5000",
+        "localhost:5000",
+    ] {
+        let (status, err) = service
+            .post(
+                &format!("/v1.0/calls/{id}/external_media"),
+                Some(serde_json::json!({"external_host": host})),
+            )
+            .await;
+        assert_eq!(
+            (status, reason(&err)),
+            (403, "PERMISSION_DENIED"),
+            "{host}: {err}"
+        );
+    }
     assert!(leftovers(&service).await.is_empty());
     hangup(&ari().await, &id).await;
     service.stop().await;

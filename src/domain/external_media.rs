@@ -127,7 +127,15 @@ fn host_port(value: &str) -> Result<(String, u16), FieldError> {
         let (host, port) = rest.split_once("]:").ok_or_else(bad)?;
         (host, port)
     } else {
-        value.rsplit_once(':').ok_or_else(bad)?
+        let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+        // `2001:db8::1:5060` could be either: an IPv6 address needs its brackets.
+        if host.contains(':') {
+            return Err(refuse(
+                "external_host",
+                format!("`{value}`: write an IPv6 address as [address]:port"),
+            ));
+        }
+        (host, port)
     };
     let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
     let host_ok = !host.is_empty()
@@ -293,6 +301,10 @@ mod tests {
             ),
             (
                 serde_json::json!({"external_host": "a b:1"}),
+                "external_host",
+            ),
+            (
+                serde_json::json!({"external_host": "2001:db8::1:5060"}),
                 "external_host",
             ),
             (

@@ -16,6 +16,9 @@ use crate::ari::AriError;
 use crate::domain::flow::FlowAction;
 use crate::domain::{CallId, Resource};
 
+/// How long a flow waits for the service to be ready.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What an action did.
 #[derive(Debug, Clone)]
 pub enum ActionOutcome {
@@ -119,6 +122,12 @@ impl Flows {
     }
 
     async fn run_flow(&self, call: &CallId, actions: &[FlowAction]) {
+        // A call that arrives while the service starts waits for it rather than getting half
+        // a flow (answered, then no media).
+        if !self.streams.wait_ready(READY_WAIT).await {
+            tracing::warn!("the service is not ready (starting or stopping): flow not run");
+            return;
+        }
         for (step, action) in actions.iter().enumerate() {
             if let Err(e) = self.perform(call, action).await {
                 tracing::warn!(step, action = ?action, error = %e, "flow action failed: flow stopped");

@@ -343,6 +343,10 @@ impl Registry {
     /// that conferences created by others are followed too.
     async fn reconcile(&self) -> Result<(), AriError> {
         self.ari.subscribe(&self.app, "bridge:").await?;
+        // Only what was followed before the lists were fetched can be missing from them: an
+        // object made meanwhile is not gone.
+        let watched_before: std::collections::HashSet<String> =
+            self.lock().watchers.keys().cloned().collect();
         let channels = self.ari.channels().await?;
         let bridges = self.ari.bridges().await?;
         let channel_ids: std::collections::HashSet<String> =
@@ -377,6 +381,7 @@ impl Registry {
             let gone: Vec<String> = state
                 .watchers
                 .keys()
+                .filter(|id| watched_before.contains(*id))
                 .filter(|id| !channel_ids.contains(*id) && !bridge_ids.contains(*id))
                 // Still being created: not gone, not there yet.
                 .filter(|id| !state.stasis_waiters.contains_key(*id))

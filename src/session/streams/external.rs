@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -79,7 +79,8 @@ impl ExternalMediaView {
 /// One external media in the service's state.
 #[derive(Debug)]
 pub(super) struct Entry {
-    view: ExternalMediaView,
+    /// `None` while it is being made.
+    view: Option<ExternalMediaView>,
     /// Cancelling it stops the media.
     stop: CancellationToken,
     /// Becomes true once everything it created is gone.
@@ -91,7 +92,8 @@ fn now() -> String {
 }
 
 impl Streams {
-    /// Starts an external media on a call or conference: checks, creates, watches.
+    /// Starts an external media on a call or conference: checks, creates, watches. Answers
+    /// with the running resource, or why it could not start (nothing is left behind then).
     pub async fn start_external_media(
         self: &Arc<Self>,
         resource: Resource,
@@ -101,6 +103,51 @@ impl Streams {
         self.find(&resource).await?;
         let host = self.resolve(&spec).await?;
         let admission = self.reserve(&resource, Attachment::ExternalMedia)?;
+        let id = admission.id;
+        // Stoppable from now on, even while it is being made.
+        let stop = self.shutdown.child_token();
+        let (ended_tx, ended) = watch::channel(false);
+        self.lock().external.insert(
+            id,
+            Entry {
+                view: None,
+                stop: stop.clone(),
+                ended,
+            },
+        );
+        // The making and the watching run in a task of their own: a client that gives up on
+        // its request must not leave a half-made media behind.
+        let (answer_tx, answer) = oneshot::channel();
+        let span = tracing::info_span!("external_media", external_media_id = %id, %resource);
+        let start = Starting {
+            admission,
+            resource,
+            spec,
+            host,
+            stop,
+            ended: ended_tx,
+            answer: answer_tx,
+        };
+        let this = self.clone();
+        self.tracker
+            .spawn(async move { this.start_and_supervise(start).await }.instrument(span));
+        answer.await.unwrap_or_else(|_| {
+            Err(SessionError::NotReady(
+                "the service is shutting down".into(),
+            ))
+        })
+    }
+
+    async fn start_and_supervise(&self, start: Starting) {
+        let Starting {
+            admission,
+            resource,
+            spec,
+            host,
+            stop,
+            ended,
+            answer,
+        } = start;
         let id = admission.id;
         let labels = EncapsulationLabels {
             encapsulation: spec.encapsulation.as_str(),
@@ -116,20 +163,26 @@ impl Streams {
         };
         let em_id = format!("{INTERNAL_PREFIX}xm-{}", id.simple());
         created.external_media = Some(em_id.clone());
-        let made = self
-            .create_external(&resource, &spec, host, &em_id, key, &tx, &mut created)
-            .await;
+        let made = tokio::select! {
+            made = self.create_external(&resource, &spec, host, &em_id, key, &tx, &mut created) => made,
+            _ = stop.cancelled() => Err(SessionError::StateInvalid("stopped while starting".into())),
+        };
         let (local, audiosocket_uuid) = match made {
             Ok(made) => made,
             Err(e) => {
-                tracing::warn!(%id, %resource, error = %e, "external media failed to start");
+                tracing::warn!(error = %e, "external media failed to start");
                 self.registry.unwatch(key);
                 self.teardown(created).await;
                 self.metrics
                     .external_medias_failed
                     .get_or_create(&labels)
                     .inc();
-                return Err(e);
+                let e = self.explain(&resource, e).await;
+                self.lock().external.remove(&id);
+                drop(admission);
+                let _ = ended.send(true);
+                let _ = answer.send(Err(e));
+                return;
             }
         };
         let (reference_type, reference_id) = match &resource {
@@ -154,16 +207,9 @@ impl Streams {
             created: now(),
             terminated: None,
         };
-        let stop = self.shutdown.child_token();
-        let (ended_tx, ended) = watch::channel(false);
-        self.lock().external.insert(
-            id,
-            Entry {
-                view: view.clone(),
-                stop: stop.clone(),
-                ended,
-            },
-        );
+        if let Some(entry) = self.lock().external.get_mut(&id) {
+            entry.view = Some(view.clone());
+        }
         self.metrics
             .external_medias_started
             .get_or_create(&labels)
@@ -172,10 +218,9 @@ impl Streams {
             .external_medias_active
             .get_or_create(&labels)
             .inc();
-        tracing::info!(%id, %resource, host = %host, "external media started");
-        let span = tracing::info_span!("external_media", external_media_id = %id, %resource);
-        let this = self.clone();
-        let watch = Supervised {
+        tracing::info!(host = %host, "external media started");
+        let _ = answer.send(Ok(view));
+        self.supervise(Supervised {
             admission,
             resource,
             key,
@@ -183,12 +228,28 @@ impl Streams {
             tx,
             created,
             stop,
-            ended: ended_tx,
+            ended,
             labels,
-        };
-        self.tracker
-            .spawn(async move { this.supervise(watch).await }.instrument(span));
-        Ok(view)
+        })
+        .await;
+    }
+
+    /// What a failed start tells the client: the call or conference gone (404), in the wrong
+    /// state (409), or the failure itself.
+    async fn explain(&self, resource: &Resource, e: SessionError) -> SessionError {
+        if let Err(gone @ (SessionError::CallNotFound(_) | SessionError::ConferenceNotFound(_))) =
+            self.find(resource).await
+        {
+            return gone;
+        }
+        match e {
+            SessionError::Asterisk(ari)
+                if matches!(ari.status().map(|s| s.as_u16()), Some(409 | 422)) =>
+            {
+                SessionError::StateInvalid(ari.to_string())
+            }
+            other => other,
+        }
     }
 
     /// The address of `external_host`, if it resolves into the allowed networks.
@@ -198,6 +259,11 @@ impl Streams {
             Ok(Ok(addrs)) => addrs.collect(),
             _ => Vec::new(),
         };
+        // An IPv4 address written as IPv6 (`::ffff:a.b.c.d`) is checked, and used, as IPv4.
+        let addrs: Vec<SocketAddr> = addrs
+            .into_iter()
+            .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+            .collect();
         let Some(first) = addrs
             .iter()
             .find(|a| a.is_ipv4())
@@ -321,9 +387,14 @@ impl Streams {
         };
         self.registry.unwatch(s.key);
         self.teardown(std::mem::take(&mut s.created)).await;
-        if let Some(entry) = self.lock().external.get_mut(&id) {
-            entry.view.status = Status::Terminated;
-            entry.view.terminated = Some(now());
+        if let Some(view) = self
+            .lock()
+            .external
+            .get_mut(&id)
+            .and_then(|e| e.view.as_mut())
+        {
+            view.status = Status::Terminated;
+            view.terminated = Some(now());
         }
         drop(s.admission);
         let _ = s.ended.send(true);
@@ -344,7 +415,7 @@ impl Streams {
         self.lock()
             .external
             .get(&id)
-            .map(|e| e.view.clone())
+            .and_then(|e| e.view.clone())
             .ok_or(SessionError::ExternalMediaNotFound(id))
     }
 
@@ -354,7 +425,7 @@ impl Streams {
             .lock()
             .external
             .values()
-            .map(|e| e.view.clone())
+            .filter_map(|e| e.view.clone())
             .collect();
         all.sort_by(|a, b| (&a.created, a.id).cmp(&(&b.created, b.id)));
         all
@@ -364,7 +435,7 @@ impl Streams {
     pub async fn stop_external_media(
         &self,
         id: uuid::Uuid,
-    ) -> Result<ExternalMediaView, SessionError> {
+    ) -> Result<Option<ExternalMediaView>, SessionError> {
         let (stop, mut ended) = {
             let state = self.lock();
             let entry = state
@@ -379,8 +450,12 @@ impl Streams {
             .is_err()
         {
             tracing::warn!(%id, "external media did not finish stopping in time");
+            return Err(SessionError::NotReady(format!(
+                "external media {id} is still stopping; Asterisk is slow to answer"
+            )));
         }
-        self.external_media(id)
+        // Gone already when it was stopped while being made.
+        Ok(self.external_media(id).ok())
     }
 
     /// Stops every running external media of a resource; how many there were.
@@ -393,6 +468,18 @@ impl Streams {
         let stops = ids.iter().map(|id| self.stop_external_media(*id));
         futures::future::join_all(stops).await.len()
     }
+}
+
+/// What the task making an external media is given.
+#[derive(Debug)]
+struct Starting {
+    admission: Admission,
+    resource: Resource,
+    spec: ExternalMediaSpec,
+    host: SocketAddr,
+    stop: CancellationToken,
+    ended: watch::Sender<bool>,
+    answer: oneshot::Sender<Result<ExternalMediaView, SessionError>>,
 }
 
 /// What a running external media's supervisor owns.

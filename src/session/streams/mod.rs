@@ -13,7 +13,6 @@
 //! the request that creates it, so teardown also removes what a failed setup left half-made.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -86,7 +85,7 @@ pub struct Streams {
     call_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Set once the leftovers of a previous run are gone: before that, a new stream's objects
     /// could be mistaken for leftovers.
-    leftovers_removed: std::sync::atomic::AtomicBool,
+    leftovers_removed: tokio::sync::watch::Sender<bool>,
     /// Fires on shutdown: every stream closes with 1001 and tears down.
     shutdown: CancellationToken,
     /// Tracks running streams so that shutdown can wait for their teardown.
@@ -192,7 +191,7 @@ impl Streams {
             metrics,
             state: Mutex::new(State::default()),
             call_locks: Mutex::default(),
-            leftovers_removed: std::sync::atomic::AtomicBool::new(false),
+            leftovers_removed: tokio::sync::watch::Sender::new(false),
             shutdown,
             tracker: TaskTracker::new(),
         }
@@ -245,6 +244,13 @@ impl Streams {
         self.reserve(&request.resource, Attachment::Stream)
     }
 
+    /// Waits (up to `limit`) until new attachments are taken; false if they are not.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let mut ready = self.leftovers_removed.subscribe();
+        let waited = tokio::time::timeout(limit, ready.wait_for(|up| *up)).await;
+        matches!(waited, Ok(Ok(_))) && !self.shutdown.is_cancelled()
+    }
+
     /// Refuses new attachments until the leftovers of a previous run are gone.
     fn check_ready(&self) -> Result<(), SessionError> {
         if self.shutdown.is_cancelled() {
@@ -252,10 +258,7 @@ impl Streams {
                 "the service is shutting down".into(),
             ));
         }
-        if self
-            .leftovers_removed
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if *self.leftovers_removed.borrow() {
             Ok(())
         } else {
             Err(SessionError::NotReady(
@@ -604,7 +607,7 @@ impl Streams {
                     if removed > 0 {
                         tracing::info!(removed, "removed leftovers of a previous run");
                     }
-                    self.leftovers_removed.store(true, Ordering::Release);
+                    self.leftovers_removed.send_replace(true);
                     return;
                 }
                 Err(e) => {

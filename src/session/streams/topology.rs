@@ -20,7 +20,7 @@ use super::{Created, SetupError, Streams, internal_id, wait_stasis_start};
 use crate::ari::Channel;
 use crate::domain::CallId;
 use crate::domain::external_media::Direction;
-use crate::session::registry::{Notice, SessionError};
+use crate::session::registry::{GONE_TIMEOUT, Notice, SessionError};
 
 /// A call's bridge moves come as a leave then an enter: wait this long for the pair before
 /// deciding what the call's state is.
@@ -283,7 +283,7 @@ impl Streams {
     async fn remove_doomed(&self, created: &mut Created) {
         let channels = std::mem::take(&mut created.doomed_channels);
         let bridges = std::mem::take(&mut created.doomed_bridges);
-        futures::future::join(self.hang_up(channels), self.destroy_bridges(bridges)).await;
+        self.remove(channels, bridges).await;
     }
 
     /// Removes what the attachment created; every step is tried, failures are logged.
@@ -294,39 +294,35 @@ impl Streams {
         let mut channels = std::mem::take(&mut created.doomed_channels);
         channels.extend(created.external_media.take());
         channels.extend(created.snoop.take());
-        futures::future::join(self.hang_up(channels), self.destroy_bridges(bridges)).await;
+        self.remove(channels, bridges).await;
     }
 
-    async fn hang_up(&self, channels: Vec<String>) {
-        self.remove_each("channel", channels, |id| async move {
-            self.ari.hangup(&id).await
-        })
+    /// Hangs up `channels` and destroys `bridges`, all at once, and returns once Asterisk has
+    /// reported them gone (ARI answers a removal before it is complete), or after
+    /// [`GONE_TIMEOUT`]. One already gone is fine; other failures are logged.
+    async fn remove(&self, channels: Vec<String>, bridges: Vec<String>) {
+        let all: Vec<String> = channels.iter().chain(&bridges).cloned().collect();
+        let mut gone = self.registry.expect_gone(&all);
+        let hangups = channels
+            .iter()
+            .map(|id| async move { (id, "channel", self.ari.hangup(id).await) });
+        let destroys = bridges
+            .iter()
+            .map(|id| async move { (id, "bridge", self.ari.destroy_bridge(id).await) });
+        let (hung_up, destroyed) = futures::future::join(
+            futures::future::join_all(hangups),
+            futures::future::join_all(destroys),
+        )
         .await;
-    }
-
-    async fn destroy_bridges(&self, bridges: Vec<String>) {
-        self.remove_each("bridge", bridges, |id| async move {
-            self.ari.destroy_bridge(&id).await
-        })
-        .await;
-    }
-
-    /// Runs `remove` on every id at once; one already gone is fine, other failures are logged.
-    async fn remove_each<F, Fut>(&self, what: &str, ids: Vec<String>, remove: F)
-    where
-        F: Fn(String) -> Fut,
-        Fut: std::future::Future<Output = Result<(), crate::ari::AriError>>,
-    {
-        let removals = ids.into_iter().map(|id| {
-            let removal = remove(id.clone());
-            async move {
-                match removal.await {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => tracing::warn!(what, %id, error = %e, "teardown: removal failed"),
+        for (id, what, result) in hung_up.into_iter().chain(destroyed) {
+            if let Err(e) = result {
+                // Nothing will report it gone: it was not there, or it stays.
+                gone.skip(id);
+                if !e.is_not_found() {
+                    tracing::warn!(what, %id, error = %e, "teardown: removal failed");
                 }
             }
-        });
-        futures::future::join_all(removals).await;
+        }
+        gone.wait(&self.registry, GONE_TIMEOUT).await;
     }
 }
