@@ -184,3 +184,44 @@ async fn a_stream_follows_its_call_into_and_out_of_a_conference() {
     service.delete(&format!("/v1.0/conferences/{conf}")).await;
     service.stop().await;
 }
+
+#[tokio::test]
+async fn a_media_channel_taken_out_of_its_bridge_is_put_back() {
+    let service = Service::start(test_settings()).await;
+    let id = call(&service, "tone").await;
+    let mut client = stream(&service, &id, Enc::SlnSlin).await;
+    eventually(Duration::from_secs(2), || async {
+        leftovers(&service).await.len() == 2
+    })
+    .await;
+    let objects = leftovers(&service).await;
+    let em = objects
+        .iter()
+        .find(|o| o.starts_with("mediastream-em-"))
+        .expect("em")
+        .clone();
+    let bridge = objects
+        .iter()
+        .find(|o| o.starts_with("mediastream-br-"))
+        .expect("bridge")
+        .clone();
+    talk(&mut client, None, 1).await;
+
+    // Someone else takes the stream's channel out of its bridge.
+    let ari = ari().await;
+    ari.remove_channel(&bridge, &em).await.expect("removed");
+    eventually(Duration::from_secs(2), || async {
+        ari.bridge(&bridge)
+            .await
+            .is_ok_and(|b| b.channels.contains(&em))
+    })
+    .await;
+    let heard = talk(&mut client, None, 1).await;
+    let report = describe(&heard, &[1000.0]);
+    println!("after being put back: {report}");
+    assert!(tone_share(&heard, 1000.0) > 0.8, "{report}");
+    assert!(client.close.is_none(), "the client stayed connected");
+    client.close().await;
+    hangup(&ari, &id).await;
+    service.stop().await;
+}

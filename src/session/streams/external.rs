@@ -366,7 +366,12 @@ impl Streams {
                 },
                 _ = super::sleep_until_opt(settle), if settle.is_some() => {
                     settle = None;
-                    if let Err(e) = self.follow(&target, s.key, &s.tx, &mut s.created).await {
+                    let (call, conference) = if is_call {
+                        (Some(target.as_str()), None)
+                    } else {
+                        (None, Some(target.as_str()))
+                    };
+                    if let Err(e) = self.retie(call, conference, s.key, &s.tx, &mut s.created).await {
                         tracing::warn!(error = %e, "following the call failed");
                         break "following the call failed";
                     }
@@ -379,7 +384,10 @@ impl Streams {
                     self.lost(&s.created, &id);
                     break "its Asterisk objects went away";
                 }
-                Notice::Moved { channel, .. } if is_call && channel == target => {
+                Notice::Moved { channel, .. }
+                    if (is_call && channel == target)
+                        || Some(&channel) == s.created.external_media.as_ref() =>
+                {
                     settle = Some(tokio::time::Instant::now() + super::topology::MOVE_SETTLE);
                 }
                 _ => {}

@@ -482,8 +482,8 @@ impl Streams {
                     },
                     _ = sleep_until_opt(settle), if settle.is_some() => {
                         settle = None;
-                        let Some(call) = &call else { continue };
-                        match self.follow(call, key, tx, created).await {
+                        let conference = call.is_none().then_some(target.as_str());
+                        match self.retie(call.as_deref(), conference, key, tx, created).await {
                             Ok(()) => continue,
                             Err(e) => {
                                 let why = format!("following the call: {e}");
@@ -503,7 +503,10 @@ impl Streams {
                         Signal::End(self.ended_or_failed(&spec_resource, why).await)
                     }
                     Notice::Dtmf { channel, digit } if channel == target => Signal::Dtmf(digit),
-                    Notice::Moved { channel, .. } if Some(&channel) == call.as_ref() => {
+                    Notice::Moved { channel, .. }
+                        if Some(&channel) == call.as_ref()
+                            || Some(&channel) == created.external_media.as_ref() =>
+                    {
                         settle = Some(tokio::time::Instant::now() + topology::MOVE_SETTLE);
                         continue;
                     }

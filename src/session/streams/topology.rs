@@ -247,6 +247,43 @@ impl Streams {
         }
     }
 
+    /// After a settle: follows the call (if any), then puts the externalMedia channel back
+    /// into the bridge its topology says, should someone else have taken it out.
+    pub(super) async fn retie(
+        &self,
+        call: Option<&str>,
+        conference: Option<&str>,
+        key: u64,
+        notices: &mpsc::UnboundedSender<Notice>,
+        created: &mut Created,
+    ) -> Result<(), SetupError> {
+        if let Some(call) = call {
+            self.follow(call, key, notices, created).await?;
+        }
+        let Some(em) = created.external_media.clone() else {
+            return Ok(());
+        };
+        let expected = match created.topology {
+            Topology::Direct => created.shared.as_ref().map(|(_, bridge)| bridge.clone()),
+            Topology::Snoop => created.bridge.clone(),
+            Topology::Conference => conference.map(str::to_owned),
+            Topology::None => None,
+        };
+        let Some(expected) = expected else {
+            return Ok(());
+        };
+        if self.registry.bridge_of(&em).as_ref() == Some(&expected) {
+            return Ok(());
+        }
+        tracing::info!(bridge = %expected, "media channel taken out of its bridge: putting it back");
+        match self.ari.add_channel(&expected, &em).await {
+            Ok(()) => Ok(()),
+            // Back in already (the events were behind).
+            Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(409 | 422)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn take_call_bridge(&self, call: &str, created: &mut Created) {
         if created.shared.is_some() {
             return;
