@@ -36,6 +36,20 @@ async fn call_into_flow(ari: &ari_mediastream::ari::AriClient, app: &str, flow: 
     near
 }
 
+/// Waits until the external media `view` shows `terminated` and its Asterisk objects are gone,
+/// a second at most for each.
+async fn ends_within_a_second(service: &Service, view: &serde_json::Value) {
+    let em = view["id"].as_str().expect("id");
+    eventually(Duration::from_secs(1), || async {
+        service.get(&format!("/v1.0/external_medias/{em}")).await.1["status"] == "terminated"
+    })
+    .await;
+    eventually(Duration::from_secs(1), || async {
+        leftovers(service).await.is_empty()
+    })
+    .await;
+}
+
 async fn start(service: &Service, path: &str, body: serde_json::Value) -> serde_json::Value {
     let (status, view) = service.post(path, Some(body)).await;
     assert_eq!(status, 201, "{view}");
@@ -247,15 +261,7 @@ async fn a_host_that_speaks_is_heard_by_the_call() {
     println!("host speaking into an Echo call: {report}");
     assert!(tone_share(&heard.samples, 600.0) > 0.8, "{report}");
     hangup(&ari().await, &id).await;
-    let em = view["id"].as_str().expect("id");
-    eventually(Duration::from_secs(1), || async {
-        service.get(&format!("/v1.0/external_medias/{em}")).await.1["status"] == "terminated"
-    })
-    .await;
-    eventually(Duration::from_secs(1), || async {
-        leftovers(&service).await.is_empty()
-    })
-    .await;
+    ends_within_a_second(&service, &view).await;
     service.stop().await;
 }
 
@@ -406,15 +412,7 @@ async fn conference_external_media_hears_the_conference_and_ends_with_it() {
         service.delete(&format!("/v1.0/conferences/{conf}")).await.0,
         204
     );
-    let em = view["id"].as_str().expect("id");
-    eventually(Duration::from_secs(1), || async {
-        service.get(&format!("/v1.0/external_medias/{em}")).await.1["status"] == "terminated"
-    })
-    .await;
-    eventually(Duration::from_secs(1), || async {
-        leftovers(&service).await.is_empty()
-    })
-    .await;
+    ends_within_a_second(&service, &view).await;
     hangup(&ari().await, &member).await;
     service.stop().await;
 }

@@ -239,6 +239,24 @@ async fn garbage_rtp_is_dropped_and_counted_and_the_stream_goes_on() {
     service.stop().await;
 }
 
+/// A stream on `call` is refused with 429 for the reason `limit`.
+async fn assert_limited(service: &Service, call: &str, limit: &str) {
+    let refused = open(
+        service.addr,
+        &format!("/v1.0/calls/{call}"),
+        Enc::SlnSlin,
+        &format!("token={API_KEY}"),
+    )
+    .await
+    .err()
+    .unwrap_or_else(|| panic!("{limit}: the stream was not refused"));
+    assert_eq!(
+        (refused.status, common::reason(&refused.body)),
+        (429, "LIMIT_EXCEEDED"),
+        "{limit}"
+    );
+}
+
 #[tokio::test]
 async fn limits_answer_429_before_anything_is_created() {
     let mut settings = test_settings();
@@ -249,35 +267,10 @@ async fn limits_answer_429_before_anything_is_created() {
     let second = call(&service, "tone").await;
     let third = call(&service, "tone").await;
     let _a = stream(&service, &first, Enc::SlnSlin).await;
-    let key = format!("token={API_KEY}");
 
-    let refused = open(
-        service.addr,
-        &format!("/v1.0/calls/{first}"),
-        Enc::SlnSlin,
-        &key,
-    )
-    .await
-    .err()
-    .expect("per-call limit");
-    assert_eq!(
-        (refused.status, common::reason(&refused.body)),
-        (429, "LIMIT_EXCEEDED")
-    );
+    assert_limited(&service, &first, "per-call limit").await;
     let _b = stream(&service, &second, Enc::SlnSlin).await;
-    let refused = open(
-        service.addr,
-        &format!("/v1.0/calls/{third}"),
-        Enc::SlnSlin,
-        &key,
-    )
-    .await
-    .err()
-    .expect("total limit");
-    assert_eq!(
-        (refused.status, common::reason(&refused.body)),
-        (429, "LIMIT_EXCEEDED")
-    );
+    assert_limited(&service, &third, "total limit").await;
     eventually(Duration::from_secs(2), || async {
         leftovers(&service).await.len() == 4
     })

@@ -62,8 +62,7 @@ pub async fn get(
     Extension(principal): Extension<Principal>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CallView>, ApiError> {
-    let id = CallId::parse(&id)?;
-    principal.authorize(&Resource::Call(id.clone()))?;
+    let id = super::authorized_call(&id, &principal)?;
     let channel = state.registry.find_call(&id).await?;
     Ok(Json(CallView::new(channel, &state)))
 }

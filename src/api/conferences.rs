@@ -65,11 +65,7 @@ pub async fn list(
     Ok(Json(serde_json::json!({ "result": conferences })))
 }
 
-fn conference_id(id: &str, principal: &Principal) -> Result<ConferenceId, ApiError> {
-    let id = ConferenceId::parse(id)?;
-    principal.authorize(&Resource::Conference(id.clone()))?;
-    Ok(id)
-}
+use super::authorized_conference as conference_id;
 
 pub async fn get(
     State(state): State<AppState>,

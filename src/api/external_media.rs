@@ -7,25 +7,19 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
 use super::{ApiError, ApiPath, AppState, Principal, json_body};
+use crate::domain::Resource;
 use crate::domain::external_media::ExternalMediaBody;
 use crate::domain::flow::ActionBody;
-use crate::domain::{CallId, ConferenceId, Resource};
 use crate::session::{ActionOutcome, SessionError};
 
-fn call_id(id: &str, principal: &Principal) -> Result<CallId, ApiError> {
-    let id = CallId::parse(id)?;
-    principal.authorize(&Resource::Call(id.clone()))?;
-    Ok(id)
-}
+use super::authorized_call as call_id;
 
 fn call(id: &str, principal: &Principal) -> Result<Resource, ApiError> {
     call_id(id, principal).map(Resource::Call)
 }
 
 fn conference(id: &str, principal: &Principal) -> Result<Resource, ApiError> {
-    let resource = Resource::Conference(ConferenceId::parse(id)?);
-    principal.authorize(&resource)?;
-    Ok(resource)
+    super::authorized_conference(id, principal).map(Resource::Conference)
 }
 
 async fn start(state: &AppState, resource: Resource, body: &[u8]) -> Result<Response, ApiError> {
@@ -38,10 +32,7 @@ async fn start(state: &AppState, resource: Resource, body: &[u8]) -> Result<Resp
 }
 
 async fn stop_all(state: &AppState, resource: Resource) -> Result<StatusCode, ApiError> {
-    match &resource {
-        Resource::Call(id) => drop(state.registry.find_call(id).await?),
-        Resource::Conference(id) => drop(state.registry.find_conference(id).await?),
-    }
+    state.streams.find(&resource).await?;
     state.streams.stop_external_medias_of(&resource).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -133,14 +124,7 @@ pub async fn action(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let call_id = call_id(&id, &principal)?;
-    let body: Option<ActionBody> = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        Some(
-            serde_json::from_slice(&body)
-                .map_err(|e| ApiError::invalid_argument(format!("body: {e}")))?,
-        )
-    };
+    let body: Option<ActionBody> = json_body(&body)?;
     let action = body
         .ok_or_else(|| {
             ApiError::invalid_argument("body: an action {\"type\": ..., \"option\": {...}}")

@@ -90,6 +90,23 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A call id from a URL, if the caller may act on that call.
+fn authorized_call(id: &str, principal: &Principal) -> Result<crate::domain::CallId, ApiError> {
+    let id = crate::domain::CallId::parse(id)?;
+    principal.authorize(&crate::domain::Resource::Call(id.clone()))?;
+    Ok(id)
+}
+
+/// A conference id from a URL, if the caller may act on that conference.
+fn authorized_conference(
+    id: &str,
+    principal: &Principal,
+) -> Result<crate::domain::ConferenceId, ApiError> {
+    let id = crate::domain::ConferenceId::parse(id)?;
+    principal.authorize(&crate::domain::Resource::Conference(id.clone()))?;
+    Ok(id)
+}
+
 /// A JSON body; an empty one is the type's default. Any other body that does not parse is a
 /// 400 saying why.
 fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {

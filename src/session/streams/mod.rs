@@ -38,7 +38,9 @@ use crate::domain::{Encapsulation, Format, INTERNAL_PREFIX, Resource};
 use crate::media::transcode::SampleFormat;
 use crate::relay::audiosocket_leg::AudioSocketHub;
 use crate::relay::port_pool::PortPool;
-use crate::relay::stream::{self as relay, Action, Channels, EndReason, Leg, Signal, StreamSpec};
+use crate::relay::stream::{
+    self as relay, Action, Channels, EndReason, Leg, Signal, StreamSpec, sleep_until_opt,
+};
 use crate::relay::{Inbound, Outbound};
 use crate::telemetry::{KindLabels, Metrics};
 
@@ -306,7 +308,7 @@ impl Streams {
     }
 
     /// Fails with the resource's 404 unless it exists.
-    async fn find(&self, resource: &Resource) -> Result<(), SessionError> {
+    pub async fn find(&self, resource: &Resource) -> Result<(), SessionError> {
         match resource {
             Resource::Call(id) => self.registry.find_call(id).await.map(drop),
             Resource::Conference(id) => self.registry.find_conference(id).await.map(drop),
@@ -645,13 +647,6 @@ impl Streams {
             }
         }
         Ok(removed)
-    }
-}
-
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
