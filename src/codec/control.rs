@@ -1,11 +1,12 @@
-//! The JSON text messages a WebSocket client may send alongside its audio: `clear`, `mark`,
-//! `dtmf` and `stop`.
+//! The JSON text messages of a media stream: the controls a WebSocket client may send
+//! alongside its audio (`clear`, `mark`, `dtmf`, `stop`) and the events the service sends it.
 //!
-//! Owns parsing and validation of one message into a [`ClientControl`]. It must not act on the
-//! message (clearing queues, sending DTMF to Asterisk and so on belong to the session) nor
-//! know about the socket; a refusal is an error value the caller reports to the client.
+//! Owns parsing and validation of one message into a [`ClientControl`], and the wire shape of
+//! each [`ServerEvent`]. It must not act on a message (clearing queues, sending DTMF to
+//! Asterisk and so on belong to the stream) nor know about the socket; a refusal is an error
+//! value the caller reports to the client.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Longest mark name accepted, in characters; marks are echoed back, so they stay small.
 const MAX_MARK_CHARS: usize = 256;
@@ -81,6 +82,39 @@ pub fn parse_control(text: &str) -> Result<ClientControl, ControlError> {
     }
 }
 
+/// An event the service sends a client that asked for `events=true` (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerEvent<'a> {
+    /// The first message of a stream, before any audio.
+    Started {
+        stream_id: uuid::Uuid,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        call_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        conference_id: Option<&'a str>,
+        encapsulation: &'a str,
+        format: &'a str,
+        sample_rate: u32,
+        ptime_ms: u32,
+    },
+    /// All audio queued before the client's mark has been sent to Asterisk.
+    Mark { name: &'a str },
+    /// Queued client audio was dropped on the client's `clear`.
+    Cleared,
+    /// A digit received from the call.
+    Dtmf { digit: &'a str },
+    /// The stream ends; the close frame follows.
+    Stopped { reason: &'a str },
+}
+
+impl ServerEvent<'_> {
+    pub fn to_json(&self) -> String {
+        // Serialising these plain shapes (strings, numbers, a UUID) cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +127,44 @@ mod tests {
             }
             Ok(c) => panic!("{text} was accepted as {c:?}"),
         }
+    }
+
+    #[test]
+    fn events_have_the_documented_shapes() {
+        let id = uuid::Uuid::nil();
+        let started: serde_json::Value = serde_json::from_str(
+            &ServerEvent::Started {
+                stream_id: id,
+                call_id: Some("c1"),
+                conference_id: None,
+                encapsulation: "sln",
+                format: "slin",
+                sample_rate: 8000,
+                ptime_ms: 20,
+            }
+            .to_json(),
+        )
+        .expect("json");
+        assert_eq!(
+            started,
+            serde_json::json!({
+                "type": "started", "stream_id": id, "call_id": "c1", "encapsulation": "sln",
+                "format": "slin", "sample_rate": 8000, "ptime_ms": 20,
+            })
+        );
+        assert_eq!(
+            ServerEvent::Mark { name: "a\"b" }.to_json(),
+            r#"{"type":"mark","name":"a\"b"}"#
+        );
+        assert_eq!(ServerEvent::Cleared.to_json(), r#"{"type":"cleared"}"#);
+        assert_eq!(
+            ServerEvent::Dtmf { digit: "5" }.to_json(),
+            r#"{"type":"dtmf","digit":"5"}"#
+        );
+        assert_eq!(
+            ServerEvent::Stopped { reason: "hangup" }.to_json(),
+            r#"{"type":"stopped","reason":"hangup"}"#
+        );
     }
 
     #[test]

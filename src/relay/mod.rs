@@ -1,12 +1,13 @@
-//! The IO shells that move audio: the Asterisk-facing sockets ([`rtp_leg`], [`port_pool`],
-//! [`audiosocket_leg`]) and
-//! the per-stream engine ([`stream`]) that joins one of them to a client's WebSocket, written
+//! What moves audio: the Asterisk-facing sockets ([`rtp_leg`], [`port_pool`],
+//! [`audiosocket_leg`]), each stream's decisions as a pure state machine ([`core`]), and the
+//! driver ([`stream`]) that runs one core between a leg and a client's WebSocket, written
 //! against `Stream`/`Sink` of [`Inbound`]/[`Outbound`] so that it knows nothing of axum.
 //!
 //! Knows nothing of ARI either: what needs Asterisk (DTMF into the call) is asked of the
 //! session through [`stream::Action`].
 
 pub mod audiosocket_leg;
+pub mod core;
 pub mod port_pool;
 pub mod rtp_leg;
 pub mod stream;
