@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use super::topology::{Tap, Topology};
 use super::{Admission, Attachment, Created, SetupError, Streams, wait_stasis_start};
+use crate::ari::AriErrorKind;
 use crate::ari::rest::ExternalMediaParams;
 use crate::domain::external_media::{
     Direction, ExternalMediaSpec, MediaEncapsulation, MediaFormat, MediaTransport,
@@ -243,9 +244,7 @@ impl Streams {
             return gone;
         }
         match e {
-            SessionError::Asterisk(ari)
-                if matches!(ari.status().map(|s| s.as_u16()), Some(409 | 422)) =>
-            {
+            SessionError::Asterisk(ari) if ari.kind() == AriErrorKind::WrongState => {
                 SessionError::StateInvalid(ari.to_string())
             }
             other => other,
@@ -317,9 +316,9 @@ impl Streams {
             .await
             .map_err(|e| {
                 self.registry.cancel_stasis_start(em_id);
-                match (spec.encapsulation, e.status().map(|s| s.as_u16())) {
-                    // Asterisk connects during the request and answers 500 when it cannot.
-                    (MediaEncapsulation::Audiosocket, Some(500)) => {
+                match (spec.encapsulation, e.kind()) {
+                    // Asterisk connects during the request and fails it when it cannot.
+                    (MediaEncapsulation::Audiosocket, AriErrorKind::Failed) => {
                         SessionError::InvalidArgument(format!(
                             "external_host: Asterisk could not connect to {external_host} over TCP"
                         ))

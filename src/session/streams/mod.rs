@@ -60,9 +60,8 @@ pub struct StreamRequest {
 #[derive(Debug, Default)]
 struct State {
     total: usize,
-    /// Streams and external medias by resource (`call:<id>` / `conference:<id>`), for limits
-    /// and listings.
-    by_resource: HashMap<String, Vec<(Attachment, uuid::Uuid)>>,
+    /// Streams and external medias by resource, for limits and listings.
+    by_resource: HashMap<Resource, Vec<(Attachment, uuid::Uuid)>>,
     /// External medias, running and recently terminated.
     external: HashMap<uuid::Uuid, external::Entry>,
     /// The service's bridge holding an idle call, shared by that call's streams: (bridge id,
@@ -106,7 +105,7 @@ enum Attachment {
 pub struct Admission {
     streams: Arc<Streams>,
     pub id: uuid::Uuid,
-    resource_key: String,
+    resource: Resource,
     /// Held from admission on: shutdown waits for it, even before the upgrade completes.
     _running: tokio_util::task::task_tracker::TaskTrackerToken,
 }
@@ -135,10 +134,10 @@ impl Drop for Admission {
     fn drop(&mut self) {
         let mut state = self.streams.lock();
         state.total = state.total.saturating_sub(1);
-        if let Some(ids) = state.by_resource.get_mut(&self.resource_key) {
+        if let Some(ids) = state.by_resource.get_mut(&self.resource) {
             ids.retain(|(_, id)| *id != self.id);
             if ids.is_empty() {
-                state.by_resource.remove(&self.resource_key);
+                state.by_resource.remove(&self.resource);
             }
         }
     }
@@ -220,7 +219,7 @@ impl Streams {
     fn attached(&self, resource: &Resource, kind: Attachment) -> Vec<String> {
         self.lock()
             .by_resource
-            .get(&resource.to_string())
+            .get(resource)
             .map(|ids| {
                 ids.iter()
                     .filter(|(k, _)| *k == kind)
@@ -321,7 +320,6 @@ impl Streams {
         resource: &Resource,
         kind: Attachment,
     ) -> Result<Admission, SessionError> {
-        let key = resource.to_string();
         let id = uuid::Uuid::new_v4();
         let mut state = self.lock();
         if state.total >= self.limits.max_streams {
@@ -330,7 +328,7 @@ impl Streams {
                 self.limits.max_streams
             )));
         }
-        let ids = state.by_resource.entry(key.clone()).or_default();
+        let ids = state.by_resource.entry(resource.clone()).or_default();
         if ids.len() >= self.limits.max_streams_per_resource {
             return Err(SessionError::LimitExceeded(format!(
                 "{resource} already has {} streams and external medias: the limit",
@@ -343,7 +341,7 @@ impl Streams {
         Ok(Admission {
             streams: self.clone(),
             id,
-            resource_key: key,
+            resource: resource.clone(),
             _running: self.tracker.token(),
         })
     }

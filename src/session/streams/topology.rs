@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{Created, SetupError, Streams, internal_id, wait_stasis_start};
-use crate::ari::Channel;
+use crate::ari::{AriErrorKind, Channel};
 use crate::domain::CallId;
 use crate::domain::external_media::Direction;
 use crate::session::registry::{GONE_TIMEOUT, Notice, SessionError};
@@ -142,7 +142,7 @@ impl Streams {
             match self.ari.create_bridge(&bridge, &self.app).await {
                 Ok(_) => {}
                 // It exists already: the call was taken out of it, not the bridge destroyed.
-                Err(e) if e.status().map(|s| s.as_u16()) == Some(409) => {}
+                Err(e) if e.kind() == AriErrorKind::WrongState => {}
                 Err(e) => return Err(e.into()),
             }
             self.ari.add_channel(&bridge, call).await?;
@@ -279,7 +279,7 @@ impl Streams {
         match self.ari.add_channel(&expected, &em).await {
             Ok(()) => Ok(()),
             // Back in already (the events were behind).
-            Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(409 | 422)) => Ok(()),
+            Err(e) if e.kind() == AriErrorKind::WrongState => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
