@@ -34,7 +34,8 @@ pub enum SessionError {
     PermissionDenied(String),
     #[error("external media {0} not found")]
     ExternalMediaNotFound(uuid::Uuid),
-    /// The service is not ready to take this yet (still cleaning up after a previous run).
+    /// The service cannot do this now: it is still cleaning up after a previous run, or
+    /// shutting down, or Asterisk did not complete a step of the setup.
     #[error("{0}")]
     NotReady(String),
     /// A limit of the configuration would be exceeded.
