@@ -201,12 +201,7 @@ impl<'a> Attachment<'a> {
             match notice {
                 Notice::Gone { id } if id == target => return Ended::Gone,
                 Notice::Gone { id } if self.owns(&id) => {
-                    if let Some(Tie::Direct { bridge, .. }) = &self.tie
-                        && *bridge == id
-                    {
-                        // Destroyed by someone: the call's next attachment makes a new one.
-                        self.all.forget_shared(bridge);
-                    }
+                    self.lost(&id);
                     return Ended::Lost(id);
                 }
                 Notice::Dtmf { channel, digit } if channel == target => dtmf(digit),

@@ -145,9 +145,8 @@ impl Attachments {
         Some(bridge.to_owned())
     }
 
-    /// A call's shared bridge is gone (destroyed by someone): forget it, so that the next
-    /// attachment makes a new one.
-    pub(super) fn forget_shared(&self, bridge: &str) {
+    /// Forgets a call's shared bridge that is gone.
+    fn forget_shared(&self, bridge: &str) {
         lock(&self.shared).retain(|_, s| s.bridge != bridge);
     }
 }
@@ -275,6 +274,16 @@ impl Attachment<'_> {
         }
     }
 
+    /// One of the attachment's objects is gone. A call's shared bridge destroyed by someone is
+    /// forgotten, so that the call's next attachment makes a new one.
+    pub(super) fn lost(&self, id: &str) {
+        if let Some(Tie::Direct { bridge, .. }) = &self.tie
+            && bridge == id
+        {
+            self.all.forget_shared(bridge);
+        }
+    }
+
     /// Moves the tie's own objects to the doomed ones: a share of a shared bridge is given
     /// back, and the bridge doomed only with its last share. Awaits nothing, so that no object
     /// is lost if what follows is cut short.
@@ -291,5 +300,64 @@ impl Attachment<'_> {
             }
             Some(Tie::Conference { .. }) | None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AriSettings;
+    use crate::session::Registry;
+    use crate::telemetry::Metrics;
+
+    fn attachments() -> Attachments {
+        let ari = crate::ari::AriClient::new(&AriSettings {
+            url: "http://127.0.0.1:9".parse().expect("url"),
+            username: "u".into(),
+            password: "p".into(),
+            app: "cap".into(),
+        });
+        let registry = Registry::new("cap".into(), ari, Arc::new(Metrics::new()));
+        Attachments::new(Arc::new(registry), "cap".into())
+    }
+
+    #[test]
+    fn the_last_share_of_a_call_bridge_dooms_it() {
+        let all = attachments();
+        let call = CallId::parse("c1").expect("id");
+        let first = all.take_share(&call);
+        assert_eq!(all.take_share(&call), first);
+        assert_eq!(all.release_share(&call, &first), None);
+        assert_eq!(all.release_share(&call, &first), Some(first.clone()));
+        assert_ne!(
+            all.take_share(&call),
+            first,
+            "a new bridge after the last share"
+        );
+    }
+
+    #[test]
+    fn a_forgotten_bridge_is_not_destroyed_by_its_shares() {
+        let all = attachments();
+        let call = CallId::parse("c1").expect("id");
+        let bridge = all.take_share(&call);
+        all.forget_shared(&bridge);
+        assert_eq!(all.release_share(&call, &bridge), None);
+    }
+
+    #[test]
+    fn each_tie_names_its_bridge_and_owns_only_what_it_made() {
+        let conference = ConferenceId::parse("conf").expect("id");
+        let tie = Tie::Conference {
+            bridge: conference.clone(),
+        };
+        assert_eq!(tie.bridge(), "conf");
+        assert!(!tie.owns("conf"));
+        let tie = Tie::Snoop {
+            snoop: "sn".into(),
+            bridge: "br".into(),
+        };
+        assert_eq!(tie.bridge(), "br");
+        assert!(tie.owns("sn") && tie.owns("br") && !tie.owns("em"));
     }
 }
