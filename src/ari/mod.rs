@@ -7,4 +7,4 @@ pub mod model;
 pub mod rest;
 
 pub use model::{Bridge, Channel, Event};
-pub use rest::{AriClient, AriError};
+pub use rest::{AriClient, AriError, AriErrorKind};

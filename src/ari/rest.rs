@@ -23,16 +23,38 @@ pub enum AriError {
     Decode(#[source] reqwest::Error),
 }
 
+/// What an [`AriError`] means for the caller, so that callers match on meaning rather than on
+/// status numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AriErrorKind {
+    /// 404: the channel or bridge does not exist (any more).
+    NotFound,
+    /// 409, 412, 422: the object exists but is in the wrong state for this, e.g. a channel not
+    /// in Stasis, or a bridge id already taken.
+    WrongState,
+    /// 500: Asterisk tried and could not, e.g. it could not connect to an AudioSocket host.
+    Failed,
+    /// Anything else: unreachable, another status, an unreadable answer.
+    Other,
+}
+
 impl AriError {
-    pub fn status(&self) -> Option<StatusCode> {
-        match self {
-            AriError::Status { status, .. } => Some(*status),
-            _ => None,
+    pub fn kind(&self) -> AriErrorKind {
+        let AriError::Status { status, .. } = self else {
+            return AriErrorKind::Other;
+        };
+        match *status {
+            StatusCode::NOT_FOUND => AriErrorKind::NotFound,
+            StatusCode::CONFLICT
+            | StatusCode::PRECONDITION_FAILED
+            | StatusCode::UNPROCESSABLE_ENTITY => AriErrorKind::WrongState,
+            StatusCode::INTERNAL_SERVER_ERROR => AriErrorKind::Failed,
+            _ => AriErrorKind::Other,
         }
     }
 
     pub fn is_not_found(&self) -> bool {
-        self.status() == Some(StatusCode::NOT_FOUND)
+        self.kind() == AriErrorKind::NotFound
     }
 }
 
@@ -326,6 +348,22 @@ mod tests {
             password: "p".into(),
             app: "a".into(),
         })
+    }
+
+    #[test]
+    fn failures_are_classified_by_meaning() {
+        let status = |code: u16| AriError::Status {
+            status: StatusCode::from_u16(code).expect("status"),
+            message: String::new(),
+        };
+        assert_eq!(status(404).kind(), AriErrorKind::NotFound);
+        for code in [409, 412, 422] {
+            assert_eq!(status(code).kind(), AriErrorKind::WrongState, "{code}");
+        }
+        assert_eq!(status(500).kind(), AriErrorKind::Failed);
+        for code in [400, 401, 503] {
+            assert_eq!(status(code).kind(), AriErrorKind::Other, "{code}");
+        }
     }
 
     #[test]

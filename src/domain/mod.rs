@@ -50,6 +50,13 @@ macro_rules! id_type {
             }
         }
 
+        /// Lets maps keyed by the id be read with the `&str` of an Asterisk object.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
@@ -68,7 +75,7 @@ id_type!(
 );
 
 /// What a token or a request is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Resource {
     Call(CallId),
     Conference(ConferenceId),

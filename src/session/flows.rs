@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::registry::{CallStart, SessionError};
 use super::streams::{ExternalMediaView, Streams};
-use crate::ari::AriError;
+use crate::ari::{AriError, AriErrorKind};
 use crate::domain::flow::FlowAction;
 use crate::domain::{CallId, Resource};
 
@@ -44,9 +44,9 @@ impl Flows {
         action: &FlowAction,
     ) -> Result<ActionOutcome, SessionError> {
         let ari = self.streams.ari();
-        let on_call = |e: AriError| match e.status().map(|s| s.as_u16()) {
-            Some(404) => SessionError::CallNotFound(call.clone()),
-            Some(409 | 412 | 422) => SessionError::StateInvalid(e.to_string()),
+        let on_call = |e: AriError| match e.kind() {
+            AriErrorKind::NotFound => SessionError::CallNotFound(call.clone()),
+            AriErrorKind::WrongState => SessionError::StateInvalid(e.to_string()),
             _ => e.into(),
         };
         match action {

@@ -3,6 +3,7 @@
 //! [`Registry`] is fed by ARI events and reconciled from ARI's REST view on every (re)connect.
 //! It owns no socket: the event task in `ari::events` does.
 
+mod attachment;
 mod flows;
 mod registry;
 mod streams;

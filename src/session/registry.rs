@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::ari::events::StreamItem;
-use crate::ari::{AriClient, AriError, Bridge, Channel, Event};
+use crate::ari::{AriClient, AriError, AriErrorKind, Bridge, Channel, Event};
 use crate::domain::{CallId, ConferenceId, INTERNAL_PREFIX};
 use crate::telemetry::Metrics;
 
@@ -34,7 +34,8 @@ pub enum SessionError {
     PermissionDenied(String),
     #[error("external media {0} not found")]
     ExternalMediaNotFound(uuid::Uuid),
-    /// The service is not ready to take this yet (still cleaning up after a previous run).
+    /// The service cannot do this now: it is still cleaning up after a previous run, or
+    /// shutting down, or Asterisk did not complete a step of the setup.
     #[error("{0}")]
     NotReady(String),
     /// A limit of the configuration would be exceeded.
@@ -106,8 +107,8 @@ struct Watcher {
 
 #[derive(Debug, Default)]
 struct State {
-    calls: HashMap<String, Channel>,
-    conferences: HashMap<String, Bridge>,
+    calls: HashMap<CallId, Channel>,
+    conferences: HashMap<ConferenceId, Bridge>,
     /// The bridge each channel is in, for every kind of bridge (the `bridge:` subscription
     /// reports them all): tells an idle call from a bridged one.
     channel_bridge: HashMap<String, String>,
@@ -149,8 +150,18 @@ fn internal(id: &str) -> bool {
     id.starts_with(INTERNAL_PREFIX)
 }
 
-fn is_conference(bridge: &Bridge) -> bool {
-    bridge.is_mixing() && !internal(&bridge.id)
+/// The conference a bridge is, if it is one: a mixing bridge not of the service's own, with an
+/// id the API can name.
+fn conference_id(bridge: &Bridge) -> Option<ConferenceId> {
+    if !bridge.is_mixing() || internal(&bridge.id) {
+        return None;
+    }
+    ConferenceId::parse(&bridge.id).ok()
+}
+
+/// The call a channel of the application is, if the API can name it.
+fn call_id(channel: &Channel) -> Option<CallId> {
+    CallId::parse(&channel.id).ok()
 }
 
 impl Registry {
@@ -357,15 +368,14 @@ impl Registry {
             .collect();
         let bridge_ids: std::collections::HashSet<String> =
             bridges.iter().map(|b| b.id.clone()).collect();
-        let calls: HashMap<String, Channel> = channels
+        let calls: HashMap<CallId, Channel> = channels
             .into_iter()
             .filter(|c| !internal(&c.id) && c.is_in_stasis_app(&self.app))
-            .map(|c| (c.id.clone(), c))
+            .filter_map(|c| Some((call_id(&c)?, c)))
             .collect();
-        let conferences: HashMap<String, Bridge> = bridges
+        let conferences: HashMap<ConferenceId, Bridge> = bridges
             .into_iter()
-            .filter(is_conference)
-            .map(|b| (b.id.clone(), b))
+            .filter_map(|b| Some((conference_id(&b)?, b)))
             .collect();
         tracing::info!(
             calls = calls.len(),
@@ -406,7 +416,9 @@ impl Registry {
                     return;
                 }
                 Event::StasisStart { channel, args } => {
-                    state.calls.insert(channel.id.clone(), channel.clone());
+                    if let Some(id) = call_id(channel) {
+                        state.calls.insert(id, channel.clone());
+                    }
                     if let Some(tx) = &self.call_starts {
                         let _ = tx.send(CallStart {
                             channel: channel.clone(),
@@ -415,16 +427,16 @@ impl Registry {
                     }
                 }
                 Event::ChannelStateChange { channel } => {
-                    let Some(call) = state.calls.get_mut(&channel.id) else {
+                    let Some(call) = state.calls.get_mut(channel.id.as_str()) else {
                         return;
                     };
                     *call = channel.clone();
                 }
                 Event::StasisEnd { channel } => {
-                    state.calls.remove(&channel.id);
+                    state.calls.remove(channel.id.as_str());
                 }
                 Event::ChannelDestroyed { channel, .. } => {
-                    state.calls.remove(&channel.id);
+                    state.calls.remove(channel.id.as_str());
                     state.channel_bridge.remove(&channel.id);
                     state.stasis_waiters.remove(&channel.id);
                     for bridge in state.conferences.values_mut() {
@@ -441,8 +453,8 @@ impl Registry {
                     state
                         .channel_bridge
                         .insert(channel.id.clone(), bridge.id.clone());
-                    if is_conference(bridge) {
-                        state.conferences.insert(bridge.id.clone(), bridge.clone());
+                    if let Some(id) = conference_id(bridge) {
+                        state.conferences.insert(id, bridge.clone());
                     }
                     let moved = Notice::Moved {
                         channel: channel.id.clone(),
@@ -454,8 +466,8 @@ impl Registry {
                     if state.channel_bridge.get(&channel.id) == Some(&bridge.id) {
                         state.channel_bridge.remove(&channel.id);
                     }
-                    if is_conference(bridge) {
-                        state.conferences.insert(bridge.id.clone(), bridge.clone());
+                    if let Some(id) = conference_id(bridge) {
+                        state.conferences.insert(id, bridge.clone());
                     }
                     let moved = Notice::Moved {
                         channel: channel.id.clone(),
@@ -463,11 +475,14 @@ impl Registry {
                     };
                     state.notify(&channel.id, moved);
                 }
-                Event::BridgeCreated { bridge } if is_conference(bridge) => {
-                    state.conferences.insert(bridge.id.clone(), bridge.clone());
+                Event::BridgeCreated { bridge } => {
+                    let Some(id) = conference_id(bridge) else {
+                        return;
+                    };
+                    state.conferences.insert(id, bridge.clone());
                 }
                 Event::BridgeDestroyed { bridge } => {
-                    state.conferences.remove(&bridge.id);
+                    state.conferences.remove(bridge.id.as_str());
                     state.channel_bridge.retain(|_, b| b != &bridge.id);
                     state.notify(
                         &bridge.id,
@@ -527,8 +542,8 @@ impl Registry {
     }
 
     fn upsert_conference(&self, bridge: Bridge) {
-        if is_conference(&bridge) {
-            self.lock().conferences.insert(bridge.id.clone(), bridge);
+        if let Some(id) = conference_id(&bridge) {
+            self.lock().conferences.insert(id, bridge);
             self.update_gauges();
         }
     }
@@ -543,15 +558,15 @@ impl Registry {
     }
 }
 
-/// Asterisk's 422 (and 409) on bridge membership mean the call or bridge is in the wrong state.
+/// On bridge membership, Asterisk's "not found" is the conference's, and its state refusals
+/// mean the call or bridge is in the wrong state.
 fn state_error(e: AriError, conf: &ConferenceId) -> SessionError {
-    match e.status().map(|s| s.as_u16()) {
-        Some(404) => SessionError::ConferenceNotFound(conf.clone()),
-        Some(409 | 422) => match e {
-            AriError::Status { message, .. } => SessionError::StateInvalid(message),
-            other => other.into(),
-        },
-        _ => e.into(),
+    match (e.kind(), e) {
+        (AriErrorKind::NotFound, _) => SessionError::ConferenceNotFound(conf.clone()),
+        (AriErrorKind::WrongState, AriError::Status { message, .. }) => {
+            SessionError::StateInvalid(message)
+        }
+        (_, e) => e.into(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! External media (SPEC §6): a call's or conference's audio sent by Asterisk straight to a host
-//! the user names, over RTP or AudioSocket. The service relays nothing: it creates the
-//! externalMedia channel, ties it to the call or conference like a stream's, watches it, and
-//! removes it when it is stopped or its call or conference ends.
+//! the user names, over RTP or AudioSocket. The service relays nothing: the attachment makes
+//! the externalMedia channel, ties it to the call or conference like a stream's, follows it,
+//! and removes it when it is stopped or its call or conference ends.
 //!
 //! The host is resolved here, checked against `external_media.allowed_hosts`, and handed to
 //! Asterisk as an address, so that a name cannot resolve one way for the check and another
@@ -12,18 +12,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::topology::{Tap, Topology};
-use super::{Admission, Attachment, Created, SetupError, Streams, wait_stasis_start};
+use super::{Admission, Attachment, Ended, Kind, Streams, Tap};
+use crate::ari::AriErrorKind;
 use crate::ari::rest::ExternalMediaParams;
 use crate::domain::external_media::{
     Direction, ExternalMediaSpec, MediaEncapsulation, MediaFormat, MediaTransport,
 };
 use crate::domain::{INTERNAL_PREFIX, Resource};
-use crate::session::registry::{Notice, SessionError};
+use crate::session::registry::SessionError;
 use crate::telemetry::EncapsulationLabels;
 
 /// How long the host name may take to resolve.
@@ -102,7 +102,7 @@ impl Streams {
         self.check_ready()?;
         self.find(&resource).await?;
         let host = self.resolve(&spec).await?;
-        let admission = self.reserve(&resource, Attachment::ExternalMedia)?;
+        let admission = self.reserve(&resource, Kind::ExternalMedia)?;
         let id = admission.id;
         // Stoppable from now on, even while it is being made.
         let stop = self.shutdown.child_token();
@@ -130,7 +130,7 @@ impl Streams {
         };
         let this = self.clone();
         self.tracker
-            .spawn(async move { this.start_and_supervise(start).await }.instrument(span));
+            .spawn(async move { this.run_external(start).await }.instrument(span));
         answer.await.unwrap_or_else(|_| {
             Err(SessionError::NotReady(
                 "the service is shutting down".into(),
@@ -138,7 +138,9 @@ impl Streams {
         })
     }
 
-    async fn start_and_supervise(&self, start: Starting) {
+    /// Makes the external media, answers the request that started it, then follows it until
+    /// it is stopped or its call or conference ends, and removes it.
+    async fn run_external(&self, start: Starting) {
         let Starting {
             admission,
             resource,
@@ -152,27 +154,22 @@ impl Streams {
         let labels = EncapsulationLabels {
             encapsulation: spec.encapsulation.as_str(),
         };
-        let key = self.next_key();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut created = Created {
-            tap: Tap {
-                spy: spec.direction_listen,
-                whisper: spec.direction_speak,
-            },
-            ..Created::default()
+        let tap = Tap {
+            spy: spec.direction_listen,
+            whisper: spec.direction_speak,
         };
-        let em_id = format!("{INTERNAL_PREFIX}xm-{}", id.simple());
-        created.external_media = Some(em_id.clone());
+        let channel = format!("{INTERNAL_PREFIX}xm-{}", id.simple());
+        let mut attachment =
+            Attachment::new(&self.attachments, resource.clone(), channel.clone(), tap);
         let made = tokio::select! {
-            made = self.create_external(&resource, &spec, host, &em_id, key, &tx, &mut created) => made,
+            made = attachment.start(self.request_external(&spec, host, &channel)) => made,
             _ = stop.cancelled() => Err(SessionError::StateInvalid("stopped while starting".into())),
         };
         let (local, audiosocket_uuid) = match made {
             Ok(made) => made,
             Err(e) => {
                 tracing::warn!(error = %e, "external media failed to start");
-                self.registry.unwatch(key);
-                self.teardown(created).await;
+                attachment.teardown().await;
                 self.metrics
                     .external_medias_failed
                     .get_or_create(&labels)
@@ -200,7 +197,7 @@ impl Streams {
             format: spec.format,
             direction_listen: spec.direction_listen,
             direction_speak: spec.direction_speak,
-            channel_id: em_id,
+            channel_id: channel,
             local_ip: local.map(|a| a.ip().to_string()),
             local_port: local.map(|a| a.port()),
             audiosocket_uuid,
@@ -220,18 +217,41 @@ impl Streams {
             .inc();
         tracing::info!(host = %host, "external media started");
         let _ = answer.send(Ok(view));
-        self.supervise(Supervised {
-            admission,
-            resource,
-            key,
-            rx,
-            tx,
-            created,
-            stop,
-            ended,
-            labels,
-        })
-        .await;
+
+        let why = tokio::select! {
+            _ = stop.cancelled() => "stopped",
+            end = attachment.follow(|_| {}) => match end {
+                Ended::Gone => "its call or conference ended",
+                Ended::Lost(_) => "its Asterisk objects went away",
+                Ended::Failed(e) => {
+                    tracing::warn!(error = %e, "following the call failed");
+                    "following the call failed"
+                }
+            },
+        };
+        attachment.teardown().await;
+        if let Some(view) = self
+            .lock()
+            .external
+            .get_mut(&id)
+            .and_then(|e| e.view.as_mut())
+        {
+            view.status = Status::Terminated;
+            view.terminated = Some(now());
+        }
+        drop(admission);
+        let _ = ended.send(true);
+        self.metrics
+            .external_medias_active
+            .get_or_create(&labels)
+            .dec();
+        tracing::info!(why, "external media terminated");
+        // Readable for a while, then forgotten (at once on shutdown).
+        tokio::select! {
+            _ = tokio::time::sleep(self.external.retention) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+        self.lock().external.remove(&id);
     }
 
     /// What a failed start tells the client: the call or conference gone (404), in the wrong
@@ -243,9 +263,7 @@ impl Streams {
             return gone;
         }
         match e {
-            SessionError::Asterisk(ari)
-                if matches!(ari.status().map(|s| s.as_u16()), Some(409 | 422)) =>
-            {
+            SessionError::Asterisk(ari) if ari.kind() == AriErrorKind::WrongState => {
                 SessionError::StateInvalid(ari.to_string())
             }
             other => other,
@@ -285,27 +303,22 @@ impl Streams {
         Ok(first)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn create_external(
+    /// Asks Asterisk for the externalMedia channel `channel`, sending to `host`. Answers with
+    /// Asterisk's side of an RTP media and the UUID an AudioSocket connection announces.
+    async fn request_external(
         &self,
-        resource: &Resource,
         spec: &ExternalMediaSpec,
         host: SocketAddr,
-        em_id: &str,
-        key: u64,
-        notices: &mpsc::UnboundedSender<Notice>,
-        created: &mut Created,
+        channel: &str,
     ) -> Result<(Option<SocketAddr>, Option<uuid::Uuid>), SessionError> {
-        let entered = self.registry.expect_stasis_start(em_id);
-        self.registry.watch(key, em_id, notices.clone());
         let audiosocket_uuid =
             (spec.encapsulation == MediaEncapsulation::Audiosocket).then(uuid::Uuid::new_v4);
         let data = audiosocket_uuid.map(|u| u.to_string());
         let external_host = host.to_string();
-        let channel = self
+        let made = self
             .ari
             .external_media(&ExternalMediaParams {
-                channel_id: em_id,
+                channel_id: channel,
                 app: &self.app,
                 external_host: &external_host,
                 encapsulation: spec.encapsulation.as_str(),
@@ -315,108 +328,16 @@ impl Streams {
                 data: data.as_deref(),
             })
             .await
-            .map_err(|e| {
-                self.registry.cancel_stasis_start(em_id);
-                match (spec.encapsulation, e.status().map(|s| s.as_u16())) {
-                    // Asterisk connects during the request and answers 500 when it cannot.
-                    (MediaEncapsulation::Audiosocket, Some(500)) => {
-                        SessionError::InvalidArgument(format!(
-                            "external_host: Asterisk could not connect to {external_host} over TCP"
-                        ))
-                    }
-                    _ => e.into(),
+            .map_err(|e| match (spec.encapsulation, e.kind()) {
+                // Asterisk connects during the request and fails it when it cannot.
+                (MediaEncapsulation::Audiosocket, AriErrorKind::Failed) => {
+                    SessionError::InvalidArgument(format!(
+                        "external_host: Asterisk could not connect to {external_host} over TCP"
+                    ))
                 }
+                _ => e.into(),
             })?;
-        wait_stasis_start(entered, em_id)
-            .await
-            .map_err(into_session)?;
-        let local = super::legs::rtp_peer(&channel);
-        match resource {
-            Resource::Conference(id) => {
-                self.registry.watch(key, id.as_str(), notices.clone());
-                self.ari.add_channel(id.as_str(), em_id).await?;
-                created.topology = Topology::Conference;
-            }
-            Resource::Call(id) => {
-                self.registry.watch(key, id.as_str(), notices.clone());
-                self.subscribe_call(id.as_str()).await;
-                self.attach_call(id.as_str(), em_id, key, notices, created)
-                    .await
-                    .map_err(into_session)?;
-            }
-        }
-        Ok((local, audiosocket_uuid))
-    }
-
-    /// Runs until the media is stopped or what it hangs on goes away, then removes it.
-    async fn supervise(&self, mut s: Supervised) {
-        let target = match &s.resource {
-            Resource::Call(id) => id.to_string(),
-            Resource::Conference(id) => id.to_string(),
-        };
-        let is_call = matches!(s.resource, Resource::Call(_));
-        let id = s.admission.id;
-        let mut settle: Option<tokio::time::Instant> = None;
-        let why = loop {
-            let notice = tokio::select! {
-                _ = s.stop.cancelled() => break "stopped",
-                notice = s.rx.recv() => match notice {
-                    Some(notice) => notice,
-                    None => break "the registry went away",
-                },
-                _ = super::sleep_until_opt(settle), if settle.is_some() => {
-                    settle = None;
-                    let (call, conference) = if is_call {
-                        (Some(target.as_str()), None)
-                    } else {
-                        (None, Some(target.as_str()))
-                    };
-                    if let Err(e) = self.retie(call, conference, s.key, &s.tx, &mut s.created).await {
-                        tracing::warn!(error = %e, "following the call failed");
-                        break "following the call failed";
-                    }
-                    continue;
-                }
-            };
-            match notice {
-                Notice::Gone { id } if id == target => break "its call or conference ended",
-                Notice::Gone { id } if s.created.owns(&id) => {
-                    self.lost(&s.created, &id);
-                    break "its Asterisk objects went away";
-                }
-                Notice::Moved { channel, .. }
-                    if (is_call && channel == target)
-                        || Some(&channel) == s.created.external_media.as_ref() =>
-                {
-                    settle = Some(tokio::time::Instant::now() + super::topology::MOVE_SETTLE);
-                }
-                _ => {}
-            }
-        };
-        self.registry.unwatch(s.key);
-        self.teardown(std::mem::take(&mut s.created)).await;
-        if let Some(view) = self
-            .lock()
-            .external
-            .get_mut(&id)
-            .and_then(|e| e.view.as_mut())
-        {
-            view.status = Status::Terminated;
-            view.terminated = Some(now());
-        }
-        drop(s.admission);
-        let _ = s.ended.send(true);
-        self.metrics
-            .external_medias_active
-            .get_or_create(&s.labels)
-            .dec();
-        tracing::info!(why, "external media terminated");
-        // Readable for a while, then forgotten (at once on shutdown).
-        tokio::select! {
-            _ = tokio::time::sleep(self.external.retention) => {}
-            _ = self.shutdown.cancelled() => {}
-        }
-        self.lock().external.remove(&id);
+        Ok((super::legs::rtp_peer(&made), audiosocket_uuid))
     }
 
     pub fn external_media(&self, id: uuid::Uuid) -> Result<ExternalMediaView, SessionError> {
@@ -488,26 +409,4 @@ struct Starting {
     stop: CancellationToken,
     ended: watch::Sender<bool>,
     answer: oneshot::Sender<Result<ExternalMediaView, SessionError>>,
-}
-
-/// What a running external media's supervisor owns.
-#[derive(Debug)]
-struct Supervised {
-    admission: Admission,
-    resource: Resource,
-    key: u64,
-    rx: mpsc::UnboundedReceiver<Notice>,
-    tx: mpsc::UnboundedSender<Notice>,
-    created: Created,
-    stop: CancellationToken,
-    ended: watch::Sender<bool>,
-    labels: EncapsulationLabels,
-}
-
-fn into_session(e: SetupError) -> SessionError {
-    match e {
-        SetupError::Asterisk(e) => SessionError::Asterisk(e),
-        SetupError::Session(e) => e,
-        other => SessionError::NotReady(other.to_string()),
-    }
 }

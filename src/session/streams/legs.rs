@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::{STASIS_START_TIMEOUT, SetupError, Streams};
+use super::{StreamRequest, Streams};
 use crate::ari::rest::ExternalMediaParams;
 use crate::config::AsteriskTransport;
 use crate::domain::{Encapsulation, Format};
@@ -11,9 +11,24 @@ use crate::media::transcode::SampleFormat;
 use crate::relay::audiosocket_leg::AudioSocketLeg;
 use crate::relay::rtp_leg::RtpLeg;
 use crate::relay::stream::Leg;
+use crate::session::SessionError;
+use crate::session::attachment::STASIS_START_TIMEOUT;
 
 impl Streams {
-    pub(super) fn transport_for(&self, encapsulation: Encapsulation) -> AsteriskTransport {
+    /// Asks Asterisk for the externalMedia channel `channel` on the transport that fits the
+    /// request, and makes the leg that talks to it.
+    pub(super) async fn leg(
+        &self,
+        channel: &str,
+        request: &StreamRequest,
+    ) -> Result<(Leg, SampleFormat), SessionError> {
+        match self.transport_for(request.encapsulation) {
+            AsteriskTransport::Audiosocket => self.audiosocket_leg(channel).await,
+            _ => self.rtp_leg(channel, request.format).await,
+        }
+    }
+
+    fn transport_for(&self, encapsulation: Encapsulation) -> AsteriskTransport {
         match (self.media.asterisk_transport, encapsulation) {
             (AsteriskTransport::Auto, Encapsulation::Audiosocket) => AsteriskTransport::Audiosocket,
             (AsteriskTransport::Auto, _) => AsteriskTransport::Rtp,
@@ -23,17 +38,18 @@ impl Streams {
 
     /// An externalMedia channel over RTP, in the client's format (ulaw, or slin which Asterisk
     /// sends big-endian), and the socket that talks to it.
-    pub(super) async fn rtp_leg(
+    async fn rtp_leg(
         &self,
         em_id: &str,
         format: Format,
-    ) -> Result<(Leg, SampleFormat), SetupError> {
+    ) -> Result<(Leg, SampleFormat), SessionError> {
         let (leg_format, ari_format, payload_type) = match format {
             Format::Ulaw => (SampleFormat::Ulaw, "ulaw", 0),
             Format::Slin => (SampleFormat::SlinBe, "slin", 10),
         };
-        let socket = self.ports.bind().await.map_err(SetupError::Port)?;
-        let local_port = socket.local_addr().map_err(SetupError::Port)?.port();
+        let no_port = |e| SessionError::NotReady(format!("no RTP port: {e}"));
+        let socket = self.ports.bind().await.map_err(no_port)?;
+        let local_port = socket.local_addr().map_err(no_port)?.port();
         let external_host = SocketAddr::new(self.media.advertise_ip, local_port).to_string();
         let channel = self
             .ari
@@ -49,7 +65,7 @@ impl Streams {
             })
             .await?;
         let peer = rtp_peer(&channel)
-            .ok_or_else(|| SetupError::Incomplete("externalMedia gave no RTP address".into()))?;
+            .ok_or_else(|| SessionError::NotReady("externalMedia gave no RTP address".into()))?;
         Ok((
             Leg::Rtp(RtpLeg::new(socket, peer, payload_type)),
             leg_format,
@@ -59,10 +75,7 @@ impl Streams {
     /// An externalMedia channel over AudioSocket: Asterisk connects to the hub during the
     /// request, announcing the UUID given as `data`. Always slin (little-endian): Asterisk
     /// labels any format as 8 kHz slin on this leg.
-    pub(super) async fn audiosocket_leg(
-        &self,
-        em_id: &str,
-    ) -> Result<(Leg, SampleFormat), SetupError> {
+    async fn audiosocket_leg(&self, em_id: &str) -> Result<(Leg, SampleFormat), SessionError> {
         let id = uuid::Uuid::new_v4();
         let arrival = self.hub.expect(id);
         let external_host =
@@ -92,7 +105,7 @@ impl Streams {
             )),
             _ => {
                 self.hub.forget(id);
-                Err(SetupError::Incomplete(
+                Err(SessionError::NotReady(
                     "Asterisk did not connect to the AudioSocket listener".into(),
                 ))
             }

@@ -1,0 +1,284 @@
+//! One attachment: an externalMedia channel tied to a call or conference (SPEC §5, §6). A media
+//! stream and an external media are both attachments; they differ only in how the channel is
+//! asked for and in what runs while it stands.
+//!
+//! The lifecycle, the same for both:
+//! - [`Attachment::start`] makes the channel (with the caller's request), waits for it to enter
+//!   the application and ties it to its call or conference (`tie.rs`);
+//! - [`Attachment::follow`] follows the call into and out of bridges and puts the channel back
+//!   into its bridge if someone takes it out, until the call or conference, or one of the
+//!   attachment's own objects, goes away;
+//! - [`Attachment::teardown`] removes everything it made and waits for Asterisk to report each
+//!   gone. It takes the attachment, so it happens once.
+//!
+//! Every object is recorded before the request that makes it, and an object being replaced is
+//! recorded as doomed before anything is awaited: wherever a start or a change is cut short,
+//! teardown still finds everything. Every id made here starts with `mediastream-`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::registry::{GONE_TIMEOUT, Notice, Registry, SessionError};
+use crate::ari::{AriClient, AriErrorKind};
+use crate::domain::{CallId, INTERNAL_PREFIX, Resource};
+
+mod tie;
+
+pub use tie::Tap;
+use tie::{MOVE_SETTLE, Shared, Tie};
+
+/// How long Asterisk may take to bring a new channel into the application.
+pub const STASIS_START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every attachment shares.
+#[derive(Debug)]
+pub struct Attachments {
+    registry: Arc<Registry>,
+    ari: AriClient,
+    /// The application every channel and bridge made here belongs to.
+    app: String,
+    /// The service's bridge holding an idle call, shared by that call's direct attachments.
+    shared: Mutex<HashMap<CallId, Shared>>,
+    /// One lock per call: tying reads, then changes, both Asterisk and `shared`.
+    call_locks: Mutex<HashMap<CallId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// One externalMedia channel tied to a call or conference, and what it made for that.
+#[derive(Debug)]
+pub struct Attachment<'a> {
+    all: &'a Attachments,
+    /// What it hangs on: its end is the attachment's end.
+    resource: Resource,
+    tap: Tap,
+    /// The externalMedia channel, named before it is made.
+    channel: String,
+    /// How the channel is tied, once it is.
+    tie: Option<Tie>,
+    /// Objects being replaced while following the call; removed once the new ones stand.
+    doomed: Removal,
+    /// The attachment's key with the registry, for every object it follows.
+    key: u64,
+    notices: mpsc::UnboundedReceiver<Notice>,
+    /// Given to the registry with every watch; held here, so that `notices` never closes.
+    notify: mpsc::UnboundedSender<Notice>,
+    /// When the call's last bridge move has settled, if one is pending.
+    settle: Option<Instant>,
+}
+
+/// Why an attachment ended while it was followed.
+#[derive(Debug)]
+pub enum Ended {
+    /// Its call hung up or its conference was destroyed.
+    Gone,
+    /// One of its own objects (named) went away.
+    Lost(String),
+    /// Following the call failed.
+    Failed(SessionError),
+}
+
+/// Channels to hang up and bridges to destroy.
+#[derive(Debug, Default)]
+struct Removal {
+    channels: Vec<String>,
+    bridges: Vec<String>,
+}
+
+impl Attachments {
+    pub fn new(registry: Arc<Registry>, app: String) -> Attachments {
+        Attachments {
+            ari: registry.ari().clone(),
+            registry,
+            app,
+            shared: Mutex::default(),
+            call_locks: Mutex::default(),
+        }
+    }
+
+    /// Hangs up and destroys everything in `removal` at once, and returns once Asterisk has
+    /// reported it gone (ARI answers a removal before it is complete), or after
+    /// [`GONE_TIMEOUT`]. One already gone is fine; other failures are logged.
+    async fn remove(&self, removal: Removal) {
+        let Removal { channels, bridges } = removal;
+        let all: Vec<String> = channels.iter().chain(&bridges).cloned().collect();
+        let mut gone = self.registry.expect_gone(&all);
+        let hangups = channels
+            .iter()
+            .map(|id| async move { (id, "channel", self.ari.hangup(id).await) });
+        let destroys = bridges
+            .iter()
+            .map(|id| async move { (id, "bridge", self.ari.destroy_bridge(id).await) });
+        let (hung_up, destroyed) = futures::future::join(
+            futures::future::join_all(hangups),
+            futures::future::join_all(destroys),
+        )
+        .await;
+        for (id, what, result) in hung_up.into_iter().chain(destroyed) {
+            if let Err(e) = result {
+                // Nothing will report it gone: it was not there, or it stays.
+                gone.skip(id);
+                if !e.is_not_found() {
+                    tracing::warn!(what, %id, error = %e, "teardown: removal failed");
+                }
+            }
+        }
+        gone.wait(&self.registry, GONE_TIMEOUT).await;
+    }
+}
+
+impl<'a> Attachment<'a> {
+    /// An attachment to `resource` whose externalMedia channel will be called `channel`.
+    /// Nothing is made yet.
+    pub fn new(
+        all: &'a Attachments,
+        resource: Resource,
+        channel: String,
+        tap: Tap,
+    ) -> Attachment<'a> {
+        let (notify, notices) = mpsc::unbounded_channel();
+        Attachment {
+            all,
+            resource,
+            tap,
+            channel,
+            tie: None,
+            doomed: Removal::default(),
+            key: all.registry.new_key(),
+            notices,
+            notify,
+            settle: None,
+        }
+    }
+
+    /// Makes the channel with `request` (which asks Asterisk for an externalMedia channel with
+    /// the id this attachment was given), waits until it has entered the application, and ties
+    /// it to the call or conference. Whatever fails, [`Attachment::teardown`] removes what was
+    /// made.
+    pub async fn start<T>(
+        &mut self,
+        request: impl Future<Output = Result<T, SessionError>>,
+    ) -> Result<T, SessionError> {
+        let registry = &self.all.registry;
+        let entered = registry.expect_stasis_start(&self.channel);
+        self.watch(&self.channel);
+        let made = request
+            .await
+            .inspect_err(|_| registry.cancel_stasis_start(&self.channel))?;
+        wait_stasis_start(entered, &self.channel).await?;
+        self.tie().await?;
+        Ok(made)
+    }
+
+    /// Follows the call or conference until the attachment ends, and says why. Meanwhile the
+    /// channel follows the call's bridge moves, is put back into its bridge if someone takes it
+    /// out, and digits received from the call go to `dtmf`. May be dropped at any point.
+    pub async fn follow(&mut self, mut dtmf: impl FnMut(String)) -> Ended {
+        let (target, is_call) = match &self.resource {
+            Resource::Call(id) => (id.as_str().to_owned(), true),
+            Resource::Conference(id) => (id.as_str().to_owned(), false),
+        };
+        loop {
+            let settle = self.settle;
+            let notice = tokio::select! {
+                // `self.notify` keeps the channel open: there is always a next notice.
+                Some(notice) = self.notices.recv() => notice,
+                // A bridge move comes as a leave then an enter: act once the pair has settled,
+                // reading other notices (a hangup) meanwhile.
+                _ = tokio::time::sleep_until(settle.unwrap_or_else(Instant::now)),
+                    if settle.is_some() =>
+                {
+                    self.settle = None;
+                    match self.settled().await {
+                        Ok(()) => continue,
+                        Err(e) => return Ended::Failed(e),
+                    }
+                }
+            };
+            match notice {
+                Notice::Gone { id } if id == target => return Ended::Gone,
+                Notice::Gone { id } if self.owns(&id) => {
+                    self.lost(&id);
+                    return Ended::Lost(id);
+                }
+                Notice::Dtmf { channel, digit } if channel == target => dtmf(digit),
+                Notice::Moved { channel, .. }
+                    if (is_call && channel == target) || channel == self.channel =>
+                {
+                    self.settle = Some(Instant::now() + MOVE_SETTLE);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Removes everything the attachment made, and returns once Asterisk has reported it gone
+    /// (or after [`GONE_TIMEOUT`]).
+    pub async fn teardown(mut self) {
+        self.all.registry.unwatch(self.key);
+        self.retire();
+        let mut removal = std::mem::take(&mut self.doomed);
+        removal.channels.push(self.channel);
+        self.all.remove(removal).await;
+    }
+
+    /// Whether `id` is one of the attachment's own objects, whose loss ends it.
+    fn owns(&self, id: &str) -> bool {
+        id == self.channel || self.tie.as_ref().is_some_and(|tie| tie.owns(id))
+    }
+
+    /// Sends the registry's notices about `id` to this attachment, until its teardown.
+    fn watch(&self, id: &str) {
+        self.all.registry.watch(self.key, id, self.notify.clone());
+    }
+
+    /// After a bridge move has settled: follows the call, then puts the channel back into its
+    /// bridge should someone else have taken it out.
+    async fn settled(&mut self) -> Result<(), SessionError> {
+        if let Resource::Call(call) = &self.resource {
+            let call = call.clone();
+            self.follow_call(&call).await?;
+        }
+        let Some(bridge) = self.tie.as_ref().map(Tie::bridge) else {
+            return Ok(());
+        };
+        if self.all.registry.bridge_of(&self.channel).as_deref() == Some(bridge) {
+            return Ok(());
+        }
+        tracing::info!(%bridge, "media channel taken out of its bridge: putting it back");
+        match self.all.ari.add_channel(bridge, &self.channel).await {
+            Ok(()) => Ok(()),
+            // Back in already (the events were behind).
+            Err(e) if e.kind() == AriErrorKind::WrongState => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn remove_doomed(&mut self) {
+        let doomed = std::mem::take(&mut self.doomed);
+        self.all.remove(doomed).await;
+    }
+}
+
+/// A fresh id for an object of the service's own: `mediastream-<kind>-<uuid>`.
+pub fn internal_id(kind: &str) -> String {
+    format!("{INTERNAL_PREFIX}{kind}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn wait_stasis_start(entered: oneshot::Receiver<()>, id: &str) -> Result<(), SessionError> {
+    match tokio::time::timeout(STASIS_START_TIMEOUT, entered).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(SessionError::NotReady(format!(
+            "{id} did not enter the application"
+        ))),
+    }
+}
+
+/// Locks a map for a short critical section. A panic while holding it leaves plain maps
+/// behind, still consistent enough to use.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
