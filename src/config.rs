@@ -54,6 +54,8 @@ pub struct MediaSettings {
     pub asterisk_transport: AsteriskTransport,
     pub jitter_ms: u32,
     pub max_queue_ms: u32,
+    /// Media worker threads serving RTP legs; each binds one port of `rtp_ports`.
+    pub workers: usize,
 }
 
 /// Which externalMedia transport the service asks Asterisk for.
@@ -231,6 +233,8 @@ struct RawMedia {
     asterisk_transport: AsteriskTransport,
     jitter_ms: u32,
     max_queue_ms: u32,
+    /// 0: one per core.
+    workers: usize,
 }
 
 impl Default for RawMedia {
@@ -243,6 +247,7 @@ impl Default for RawMedia {
             asterisk_transport: AsteriskTransport::Auto,
             jitter_ms: 40,
             max_queue_ms: 10_000,
+            workers: 0,
         }
     }
 }
@@ -406,6 +411,17 @@ impl Settings {
                 ),
             )
         })?;
+        let workers = match raw.media.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let ports = usize::from(rtp_ports.end() - rtp_ports.start()) + 1;
+        if workers > 64 || workers > ports {
+            return Err(invalid(
+                "media.workers",
+                "must be at most 64 and at most the number of ports in media.rtp_ports",
+            ));
+        }
         if !(20..=1000).contains(&raw.media.jitter_ms) {
             return Err(invalid("media.jitter_ms", "must be within 20..=1000"));
         }
@@ -513,6 +529,7 @@ impl Settings {
                 asterisk_transport: raw.media.asterisk_transport,
                 jitter_ms: raw.media.jitter_ms,
                 max_queue_ms: raw.media.max_queue_ms,
+                workers,
             },
             auth,
             limits: LimitSettings {

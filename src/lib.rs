@@ -33,6 +33,7 @@ use crate::ari::AriClient;
 use crate::ari::events::EventStream;
 use crate::config::Settings;
 use crate::relay::audiosocket_leg::AudioSocketHub;
+use crate::relay::worker::Workers;
 use crate::session::{Flows, Registry, Streams};
 use crate::telemetry::Metrics;
 
@@ -82,12 +83,22 @@ pub async fn run(
             ),
         )
     })?;
+    let stream_shutdown = shutdown.child_token();
+    let workers = Workers::start(
+        settings.media.workers,
+        settings.media.bind_ip,
+        settings.media.rtp_ports.clone(),
+        stream_shutdown.clone(),
+        metrics.clone(),
+    )
+    .map_err(|e| std::io::Error::new(e.kind(), format!("media.rtp_ports: {e}")))?;
     let streams = Arc::new(Streams::new(
         registry.clone(),
         &settings,
         hub,
+        workers,
         metrics.clone(),
-        shutdown.child_token(),
+        stream_shutdown,
     ));
     tracker.spawn({
         let streams = streams.clone();

@@ -8,6 +8,7 @@ mod error;
 mod external_media;
 mod health;
 mod streams;
+mod upgrade;
 
 use std::sync::Arc;
 

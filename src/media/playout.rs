@@ -69,6 +69,9 @@ impl fmt::Debug for Playout {
     }
 }
 
+/// Frames of room reserved beyond the pre-buffer when a queue is made.
+const RESERVED_FRAMES: usize = 6;
+
 /// Marks usually come one per utterance; room for a few avoids growing on the first ones.
 const MARKS_RESERVED: usize = 16;
 
@@ -91,12 +94,12 @@ impl Playout {
     ) -> Playout {
         let frame_bytes = frame_bytes.max(1);
         let max_queued_frames = max_queued_frames.max(prebuffer_frames).max(1);
-        let mut queue = VecDeque::new();
-        // One frame more than capacity: the caller checks `has_room` before reading a message,
-        // so the queue goes past capacity by up to one message. If even this much cannot be
-        // reserved (absurd settings), the queue grows on demand instead of aborting.
-        let _ = queue.try_reserve(
+        // Room for the pre-buffer and a few frames more: what a client sending in real time
+        // keeps queued. A burst beyond it grows the queue once (a ring keeps its capacity), so
+        // a stream costs memory for the audio it has actually queued, not for its maximum.
+        let queue = VecDeque::with_capacity(
             max_queued_frames
+                .min(prebuffer_frames.saturating_add(RESERVED_FRAMES))
                 .saturating_add(1)
                 .saturating_mul(frame_bytes),
         );
@@ -115,8 +118,8 @@ impl Playout {
 
     /// Appends client audio of any length (already in the outgoing format); whole frames are
     /// cut from the stream of bytes, a partial frame waits for more. Never drops anything: if
-    /// the caller pushes past capacity (a message larger than the reserve), the queue grows,
-    /// once, and keeps that capacity.
+    /// the caller pushes past what is reserved, the queue grows, once, and keeps that
+    /// capacity.
     pub fn push(&mut self, bytes: &[u8]) {
         self.queue.extend(bytes);
         self.pushed = self.pushed.saturating_add(len_u64(bytes.len()));

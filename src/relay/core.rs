@@ -279,7 +279,8 @@ impl StreamCore {
                 client_pt,
             ),
             frame: vec![0; frame_bytes],
-            scratch: Vec::with_capacity(MAX_MESSAGE_BYTES * 2),
+            // Grows, once, to the largest message converted.
+            scratch: Vec::with_capacity(4 * frame_bytes),
             out: BytesMut::with_capacity(OUT_ARENA_BYTES),
             marks: Vec::new(),
             pending_marks: 0,

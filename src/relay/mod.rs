@@ -7,10 +7,12 @@
 //! session through [`stream::Action`].
 
 pub mod audiosocket_leg;
+pub mod client;
 pub mod core;
 pub mod port_pool;
 pub mod rtp_leg;
 pub mod stream;
+pub mod worker;
 
 use bytes::Bytes;
 
@@ -33,4 +35,58 @@ pub enum Outbound {
     Binary(Bytes),
     Text(String),
     Close { code: u16, reason: String },
+}
+
+/// The Asterisk-facing side of a stream, and so which driver runs it.
+#[derive(Debug)]
+pub enum MediaLeg {
+    /// An RTP leg served by a media worker, on the worker's shared socket.
+    Shared {
+        worker: usize,
+        /// Asterisk's side of the externalMedia channel.
+        peer: std::net::SocketAddr,
+        /// What Asterisk expects for the channel's format.
+        payload_type: u8,
+    },
+    /// A leg with a socket of its own (AudioSocket), driven by a task of its own.
+    Own(stream::Leg),
+}
+
+/// Runs a stream until it ends, with the driver its leg calls for; returns why. The client
+/// has been sent `stopped` (with `events`) and a close frame by then, as far as it was reading.
+pub async fn run(
+    spec: stream::StreamSpec,
+    leg: MediaLeg,
+    client: client::ClientConn,
+    channels: stream::Channels,
+    workers: &worker::Workers,
+    cancel: tokio_util::sync::CancellationToken,
+    metrics: std::sync::Arc<crate::telemetry::Metrics>,
+) -> core::EndReason {
+    match leg {
+        MediaLeg::Shared {
+            worker,
+            peer,
+            payload_type,
+        } => {
+            let stream = worker::WorkerStream {
+                spec,
+                peer,
+                leg_payload_type: payload_type,
+                client,
+                channels,
+            };
+            workers.run(worker, stream).await
+        }
+        MediaLeg::Own(leg) => {
+            let (client_rx, client_tx) = client.into_async().await;
+            stream::run(spec, leg, client_rx, client_tx, channels, cancel, metrics).await
+        }
+    }
+}
+
+/// Ends a stream that never started: `stopped` (with `events`) and a close frame.
+pub async fn say_goodbye(client: client::ClientConn, events: bool, reason: &core::EndReason) {
+    let (_, client_tx) = client.into_async().await;
+    stream::say_goodbye(client_tx, events, reason).await;
 }

@@ -64,9 +64,9 @@ pub struct StreamSpec {
 }
 
 impl StreamSpec {
-    /// The core's configuration, with the wall-clock expiry turned into the core's time and
-    /// the clock started on the shared grid.
-    fn core_config(self, now: Instant) -> CoreConfig {
+    /// The core's configuration, with the wall-clock expiry turned into the core's time
+    /// (`now`) and the clock's first deadline at `clock_start`.
+    pub fn core_config(self, now: Instant, clock_start: Instant) -> CoreConfig {
         let expires_at = self.expires_at.map(|at| {
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();
             now.checked_add(left)
@@ -82,7 +82,7 @@ impl StreamSpec {
             jitter_ms: self.jitter_ms,
             max_queue_ms: self.max_queue_ms,
             expires_at,
-            clock_start: shared_grid(now),
+            clock_start,
             seed: uuid::Uuid::new_v4().as_u128(),
         }
     }
@@ -151,8 +151,9 @@ where
     S: Stream<Item = Inbound> + Unpin,
     K: Sink<Outbound> + Unpin,
 {
-    let mut core = StreamCore::new(spec.core_config(Instant::now()));
-    let mut reporter = Reporter::new(&metrics);
+    let now = Instant::now();
+    let mut core = StreamCore::new(spec.core_config(now, shared_grid(now)));
+    let mut reporter = Reporter::new(metrics);
     let mut metrics_due = Instant::now() + METRICS_EVERY;
     // One timer, re-armed only when the core's deadline moves.
     let mut armed = core.poll_timeout();
@@ -185,7 +186,8 @@ where
                 }
                 if now >= metrics_due {
                     metrics_due += METRICS_EVERY;
-                    reporter.report(&mut core, &mut leg);
+                    reporter.bad_leg_packets += leg.take_drops();
+                    reporter.report(&mut core);
                 }
             }
             received = leg.recv(), if leg_open => match received {
@@ -212,7 +214,8 @@ where
             }
         }
     }
-    reporter.report(&mut core, &mut leg);
+    reporter.bad_leg_packets += leg.take_drops();
+    reporter.report(&mut core);
     if !client_gone {
         // The farewell waits for room, briefly: a client that does not read gets the close
         // frame as far as TCP lets it.
@@ -274,22 +277,27 @@ where
 }
 
 /// Adds a stream's counters to the shared metrics, and keeps its share of the queue gauge.
-struct Reporter<'m> {
-    metrics: &'m Metrics,
+#[derive(Debug)]
+pub(crate) struct Reporter {
+    metrics: Arc<Metrics>,
     queue_reported: i64,
-    dtmf_backlog: u64,
+    /// DTMF requests the session did not take.
+    pub(crate) dtmf_backlog: u64,
+    /// Packets on the leg that were not Asterisk's audio.
+    pub(crate) bad_leg_packets: u64,
 }
 
-impl<'m> Reporter<'m> {
-    fn new(metrics: &'m Metrics) -> Reporter<'m> {
+impl Reporter {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Reporter {
         Reporter {
             metrics,
             queue_reported: 0,
             dtmf_backlog: 0,
+            bad_leg_packets: 0,
         }
     }
 
-    fn report(&mut self, core: &mut StreamCore, leg: &mut Leg) {
+    pub(crate) fn report(&mut self, core: &mut StreamCore) {
         let Stats {
             to_client,
             to_asterisk,
@@ -298,7 +306,7 @@ impl<'m> Reporter<'m> {
             dtmf_backlog,
             worst_lateness,
         } = core.take_stats();
-        let m = self.metrics;
+        let m = &*self.metrics;
         m.pacer_lateness.observe(worst_lateness.as_secs_f64());
         let frames = |direction| {
             m.stream_frames
@@ -313,7 +321,10 @@ impl<'m> Reporter<'m> {
                     .inc_by(n);
             }
         };
-        drops("bad_rtp", bad_client_rtp + leg.take_drops());
+        drops(
+            "bad_rtp",
+            bad_client_rtp + std::mem::take(&mut self.bad_leg_packets),
+        );
         drops("client_slow", client_slow);
         drops(
             "dtmf_backlog",
@@ -325,7 +336,7 @@ impl<'m> Reporter<'m> {
     }
 }
 
-impl Drop for Reporter<'_> {
+impl Drop for Reporter {
     fn drop(&mut self) {
         self.metrics.stream_queue_frames.dec_by(self.queue_reported);
     }

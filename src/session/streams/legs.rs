@@ -8,8 +8,8 @@ use crate::ari::rest::ExternalMediaParams;
 use crate::config::AsteriskTransport;
 use crate::domain::{Encapsulation, Format};
 use crate::media::transcode::SampleFormat;
+use crate::relay::MediaLeg;
 use crate::relay::audiosocket_leg::AudioSocketLeg;
-use crate::relay::rtp_leg::RtpLeg;
 use crate::relay::stream::Leg;
 use crate::session::SessionError;
 use crate::session::attachment::STASIS_START_TIMEOUT;
@@ -21,7 +21,7 @@ impl Streams {
         &self,
         channel: &str,
         request: &StreamRequest,
-    ) -> Result<(Leg, SampleFormat), SessionError> {
+    ) -> Result<(MediaLeg, SampleFormat), SessionError> {
         match self.transport_for(request.encapsulation) {
             AsteriskTransport::Audiosocket => self.audiosocket_leg(channel).await,
             _ => self.rtp_leg(channel, request.format).await,
@@ -37,19 +37,18 @@ impl Streams {
     }
 
     /// An externalMedia channel over RTP, in the client's format (ulaw, or slin which Asterisk
-    /// sends big-endian), and the socket that talks to it.
+    /// sends big-endian), served by a media worker: Asterisk sends to the worker's socket.
     async fn rtp_leg(
         &self,
         em_id: &str,
         format: Format,
-    ) -> Result<(Leg, SampleFormat), SessionError> {
+    ) -> Result<(MediaLeg, SampleFormat), SessionError> {
         let (leg_format, ari_format, payload_type) = match format {
             Format::Ulaw => (SampleFormat::Ulaw, "ulaw", 0),
             Format::Slin => (SampleFormat::SlinBe, "slin", 10),
         };
-        let no_port = |e| SessionError::NotReady(format!("no RTP port: {e}"));
-        let socket = self.ports.bind().await.map_err(no_port)?;
-        let local_port = socket.local_addr().map_err(no_port)?.port();
+        let worker = self.workers.choose();
+        let local_port = self.workers.local_addr(worker).port();
         let external_host = SocketAddr::new(self.media.advertise_ip, local_port).to_string();
         let channel = self
             .ari
@@ -67,7 +66,11 @@ impl Streams {
         let peer = rtp_peer(&channel)
             .ok_or_else(|| SessionError::NotReady("externalMedia gave no RTP address".into()))?;
         Ok((
-            Leg::Rtp(RtpLeg::new(socket, peer, payload_type)),
+            MediaLeg::Shared {
+                worker,
+                peer,
+                payload_type,
+            },
             leg_format,
         ))
     }
@@ -75,7 +78,7 @@ impl Streams {
     /// An externalMedia channel over AudioSocket: Asterisk connects to the hub during the
     /// request, announcing the UUID given as `data`. Always slin (little-endian): Asterisk
     /// labels any format as 8 kHz slin on this leg.
-    async fn audiosocket_leg(&self, em_id: &str) -> Result<(Leg, SampleFormat), SessionError> {
+    async fn audiosocket_leg(&self, em_id: &str) -> Result<(MediaLeg, SampleFormat), SessionError> {
         let id = uuid::Uuid::new_v4();
         let arrival = self.hub.expect(id);
         let external_host =
@@ -100,7 +103,7 @@ impl Streams {
         }
         match tokio::time::timeout(STASIS_START_TIMEOUT, arrival).await {
             Ok(Ok(identified)) => Ok((
-                Leg::AudioSocket(AudioSocketLeg::new(identified)),
+                MediaLeg::Own(Leg::AudioSocket(AudioSocketLeg::new(identified))),
                 SampleFormat::SlinLe,
             )),
             _ => {

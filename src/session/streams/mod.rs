@@ -8,7 +8,6 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures::{Sink, Stream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,9 +24,10 @@ use crate::ari::{AriClient, AriError};
 use crate::config::{ExternalMediaSettings, LimitSettings, MediaSettings, Settings};
 use crate::domain::{Encapsulation, Format, INTERNAL_PREFIX, Resource};
 use crate::relay::audiosocket_leg::AudioSocketHub;
-use crate::relay::port_pool::PortPool;
-use crate::relay::stream::{self as relay, Action, Channels, EndReason, Leg, Signal, StreamSpec};
-use crate::relay::{Inbound, Outbound};
+use crate::relay::client::ClientConn;
+use crate::relay::stream::{Action, Channels, EndReason, Signal, StreamSpec};
+use crate::relay::worker::Workers;
+use crate::relay::{self, MediaLeg};
 use crate::telemetry::{KindLabels, Metrics};
 
 /// What a client asked for.
@@ -58,7 +58,8 @@ pub struct Streams {
     media: MediaSettings,
     limits: LimitSettings,
     external: ExternalMediaSettings,
-    ports: PortPool,
+    /// The media workers that serve RTP legs.
+    workers: Workers,
     hub: AudioSocketHub,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
@@ -106,13 +107,14 @@ impl Streams {
         registry: Arc<Registry>,
         settings: &Settings,
         hub: AudioSocketHub,
+        workers: Workers,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Streams {
         Streams {
+            workers,
             attachments: Attachments::new(registry.clone(), settings.ari.app.clone()),
             ari: registry.ari().clone(),
-            ports: PortPool::new(settings.media.bind_ip, settings.media.rtp_ports.clone()),
             hub,
             registry,
             app: settings.ari.app.clone(),
@@ -249,16 +251,12 @@ impl Streams {
     }
 
     /// Runs an admitted stream on an upgraded WebSocket until it ends, then tears down.
-    pub async fn run<S, K>(
+    pub async fn run(
         self: Arc<Self>,
         admission: Admission,
         request: StreamRequest,
-        client_rx: S,
-        client_tx: K,
-    ) where
-        S: Stream<Item = Inbound> + Unpin,
-        K: Sink<Outbound> + Unpin,
-    {
+        client: ClientConn,
+    ) {
         let stream_id = admission.id;
         let span = match &request.resource {
             Resource::Call(id) => tracing::info_span!("stream", %stream_id, call_id = %id),
@@ -310,8 +308,7 @@ impl Streams {
                         max_queue_ms: self.media.max_queue_ms,
                         expires_at: request.expires_at,
                     };
-                    self.relay(spec, leg, client_rx, client_tx, &mut attachment)
-                        .await
+                    self.relay(spec, leg, client, &mut attachment).await
                 }
                 Err(e) => {
                     let reason = if self.shutdown.is_cancelled() {
@@ -320,7 +317,7 @@ impl Streams {
                         self.ended_or_failed(&request.resource, e.to_string()).await
                     };
                     tracing::warn!(error = %e, ?reason, "stream setup did not complete");
-                    relay::say_goodbye(client_tx, request.events, &reason).await;
+                    relay::say_goodbye(client, request.events, &reason).await;
                     reason
                 }
             };
@@ -339,18 +336,13 @@ impl Streams {
     }
 
     /// Relays the stream until it ends, while its attachment follows the call.
-    async fn relay<S, K>(
+    async fn relay(
         &self,
         spec: StreamSpec,
-        leg: Leg,
-        client_rx: S,
-        client_tx: K,
+        leg: MediaLeg,
+        client: ClientConn,
         attachment: &mut Attachment<'_>,
-    ) -> EndReason
-    where
-        S: Stream<Item = Inbound> + Unpin,
-        K: Sink<Outbound> + Unpin,
-    {
+    ) -> EndReason {
         let (signal_tx, signal_rx) = mpsc::unbounded_channel();
         let (action_tx, mut action_rx) = mpsc::channel(16);
         let resource = spec.resource.clone();
@@ -397,9 +389,9 @@ impl Streams {
         let run = relay::run(
             spec,
             leg,
-            client_rx,
-            client_tx,
+            client,
             channels,
+            &self.workers,
             self.shutdown.clone(),
             self.metrics.clone(),
         );
