@@ -1,16 +1,18 @@
-//! What moves audio: the Asterisk-facing sockets ([`rtp_leg`], [`port_pool`],
-//! [`audiosocket_leg`]), each stream's decisions as a pure state machine ([`core`]), and the
-//! driver ([`stream`]) that runs one core between a leg and a client's WebSocket, written
-//! against `Stream`/`Sink` of [`Inbound`]/[`Outbound`] so that it knows nothing of axum.
+//! What moves audio between Asterisk and clients:
+//! - [`core`]: each stream's decisions, as a pure state machine;
+//! - [`worker`]: media workers, the driver for streams whose leg is RTP (most of them): one
+//!   thread serves many streams on one UDP socket and one 20 ms timer;
+//! - [`stream`]: the driver that gives a stream a task of its own, for legs with a socket of
+//!   their own (AudioSocket, [`audiosocket_leg`]);
+//! - [`client`]: the client's WebSocket connection, taken over after the upgrade.
 //!
-//! Knows nothing of ARI either: what needs Asterisk (DTMF into the call) is asked of the
-//! session through [`stream::Action`].
+//! Written against [`Inbound`]/[`Outbound`] and plain sockets, so it knows nothing of axum,
+//! and nothing of ARI either: what needs Asterisk (DTMF into the call) is asked of the session
+//! through [`stream::Action`].
 
 pub mod audiosocket_leg;
 pub mod client;
 pub mod core;
-pub mod port_pool;
-pub mod rtp_leg;
 pub mod stream;
 pub mod worker;
 

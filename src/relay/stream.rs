@@ -21,9 +21,8 @@ pub use super::core::{
     Signal,
 };
 use super::core::{CoreConfig, Stats, StreamCore};
-use super::rtp_leg::RtpLeg;
 use super::{Inbound, Outbound};
-use crate::domain::{Encapsulation, FRAME_SAMPLES, Format, Resource};
+use crate::domain::{Encapsulation, Format, Resource};
 use crate::media::transcode::SampleFormat;
 use crate::telemetry::{DirectionLabels, Metrics, ReasonLabels};
 
@@ -88,17 +87,15 @@ impl StreamSpec {
     }
 }
 
-/// The Asterisk-facing side.
+/// The Asterisk-facing side of a stream with a socket of its own.
 #[derive(Debug)]
 pub enum Leg {
-    Rtp(RtpLeg),
     AudioSocket(AudioSocketLeg),
 }
 
 impl Leg {
     async fn recv(&mut self) -> std::io::Result<&[u8]> {
         match self {
-            Leg::Rtp(leg) => leg.recv().await,
             Leg::AudioSocket(leg) => leg.recv().await,
         }
     }
@@ -106,7 +103,6 @@ impl Leg {
     async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
         let send = async {
             match self {
-                Leg::Rtp(leg) => leg.send(frame, FRAME_SAMPLES as u32).await,
                 Leg::AudioSocket(leg) => leg.send(frame).await,
             }
         };
@@ -122,7 +118,6 @@ impl Leg {
     /// Packets dropped since the last call: not from Asterisk, or not parseable.
     fn take_drops(&mut self) -> u64 {
         match self {
-            Leg::Rtp(leg) => std::mem::take(&mut leg.malformed) + std::mem::take(&mut leg.foreign),
             Leg::AudioSocket(leg) => std::mem::take(&mut leg.malformed),
         }
     }
