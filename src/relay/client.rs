@@ -8,10 +8,13 @@
 //! library's errors mean for a stream, matched by their type.
 
 use std::io::{Read, Write};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use nix::sys::socket::{setsockopt, sockopt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::error::{CapacityError, Error as WsError};
@@ -122,20 +125,34 @@ pub struct NonBlocking {
     ws: WebSocket<Io>,
 }
 
-/// A tokio socket seen as a non-blocking std one. Its `try_read`/`try_write` consult the
-/// runtime's readiness first, so trying a socket that has nothing makes no system call.
+/// A tokio socket seen as a non-blocking std one. It goes through the runtime's readiness:
+/// trying a socket the reactor has not seen become ready makes no system call, and a read or
+/// write that the kernel cut short marks the socket not ready (edge-triggered readiness will
+/// say when it is again), so the call that would only have answered "would block" is saved.
 #[derive(Debug)]
 struct Io(TcpStream);
 
+fn would_block<T>(poll: Poll<std::io::Result<T>>) -> std::io::Result<T> {
+    match poll {
+        Poll::Ready(result) => result,
+        Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+    }
+}
+
 impl Read for Io {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.try_read(buf)
+        // No task waits on this socket: the worker tries it when it chooses.
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut read = ReadBuf::new(buf);
+        would_block(Pin::new(&mut self.0).poll_read(&mut cx, &mut read))?;
+        Ok(read.filled().len())
     }
 }
 
 impl Write for Io {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.try_write(buf)
+        let mut cx = Context::from_waker(Waker::noop());
+        would_block(Pin::new(&mut self.0).poll_write(&mut cx, buf))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

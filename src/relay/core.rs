@@ -61,7 +61,7 @@ pub const LEG_CLOSED_GRACE: Duration = Duration::from_millis(300);
 /// Bytes of client-bound messages built in one buffer before a new one is started; a buffer
 /// whose messages have all been sent is reused, so a stream whose client keeps up allocates
 /// nothing per frame.
-const OUT_ARENA_BYTES: usize = 16 * 1024;
+const OUT_ARENA_BYTES: usize = 4 * 1024;
 pub const PTIME: Duration = Duration::from_millis(PTIME_MS as u64);
 
 /// What a stream is, as the client asked for it, in the core's terms.
