@@ -9,7 +9,9 @@ use ari_mediastream::codec::rtp::{self, RtpHeader};
 use ari_mediastream::domain::{CallId, Encapsulation, Format, Resource};
 use ari_mediastream::media::transcode::SampleFormat;
 use ari_mediastream::relay::Inbound;
-use ari_mediastream::relay::core::{CLIENT_PT_L16, CLIENT_PT_ULAW, CoreConfig, StreamCore};
+use ari_mediastream::relay::core::{
+    CLIENT_PT_L16, CLIENT_PT_ULAW, CoreConfig, StreamCore, StreamSpec,
+};
 use bytes::Bytes;
 
 #[global_allocator]
@@ -64,14 +66,17 @@ fn steady_state_allocations(
     const MEASURED: u16 = 2_000;
     let t0 = Instant::now();
     let mut core = StreamCore::new(CoreConfig {
-        stream_id: uuid::Uuid::from_u128(1),
-        resource: Resource::Call(CallId::parse("alloc").expect("id")),
-        encapsulation,
-        format,
-        events: true,
-        leg_format,
-        jitter_ms: 40,
-        max_queue_ms: 10_000,
+        spec: StreamSpec {
+            stream_id: uuid::Uuid::from_u128(1),
+            resource: Resource::Call(CallId::parse("alloc").expect("id")),
+            encapsulation,
+            format,
+            events: true,
+            leg_format,
+            jitter_ms: 40,
+            max_queue_ms: 10_000,
+            expires_at: None,
+        },
         expires_at: None,
         clock_start: t0,
         seed: 42,

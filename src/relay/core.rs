@@ -28,7 +28,7 @@
 //! stops wanting client input, so nothing the client sent is dropped.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 
@@ -64,9 +64,9 @@ pub const LEG_CLOSED_GRACE: Duration = Duration::from_millis(300);
 const OUT_ARENA_BYTES: usize = 4 * 1024;
 pub const PTIME: Duration = Duration::from_millis(PTIME_MS as u64);
 
-/// What a stream is, as the client asked for it, in the core's terms.
+/// What a stream is, as the client asked for it.
 #[derive(Debug, Clone)]
-pub struct CoreConfig {
+pub struct StreamSpec {
     pub stream_id: uuid::Uuid,
     pub resource: Resource,
     pub encapsulation: Encapsulation,
@@ -76,15 +76,11 @@ pub struct CoreConfig {
     pub leg_format: SampleFormat,
     pub jitter_ms: u32,
     pub max_queue_ms: u32,
-    /// When the client's token expires: the stream ends with 1008 then.
-    pub expires_at: Option<Instant>,
-    /// The first 20 ms deadline towards Asterisk; later ones follow on the same grid.
-    pub clock_start: Instant,
-    /// Randomness for the client-facing RTP stream (SSRC, first sequence and timestamp).
-    pub seed: u128,
+    /// When the client's token expires (wall clock): the stream ends with 1008 then.
+    pub expires_at: Option<SystemTime>,
 }
 
-impl CoreConfig {
+impl StreamSpec {
     /// The layout of audio in the client's messages.
     pub fn client_format(&self) -> SampleFormat {
         match (self.encapsulation, self.format) {
@@ -100,6 +96,18 @@ impl CoreConfig {
             Format::Slin => CLIENT_PT_L16,
         }
     }
+}
+
+/// A stream in the core's terms: the spec, and time and randomness given by the driver.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub spec: StreamSpec,
+    /// The token's expiry in the core's time (`spec.expires_at` is the wall clock's).
+    pub expires_at: Option<Instant>,
+    /// The first 20 ms deadline towards Asterisk; later ones follow on the same grid.
+    pub clock_start: Instant,
+    /// Randomness for the client-facing RTP stream (SSRC, first sequence and timestamp).
+    pub seed: u128,
 }
 
 /// From the session to the stream.
@@ -254,20 +262,20 @@ impl StreamCore {
     /// A running stream: with `events`, `started` is the first message; an AudioSocket stream
     /// then opens with its UUID frame, as Asterisk's own do.
     pub fn new(config: CoreConfig) -> StreamCore {
-        let frame_bytes = FRAME_SAMPLES * config.leg_format.sample_bytes();
-        let prebuffer = config.jitter_ms.div_ceil(PTIME_MS) as usize;
-        let capacity = (config.max_queue_ms / PTIME_MS).max(1) as usize;
+        let frame_bytes = FRAME_SAMPLES * config.spec.leg_format.sample_bytes();
+        let prebuffer = config.spec.jitter_ms.div_ceil(PTIME_MS) as usize;
+        let capacity = (config.spec.max_queue_ms / PTIME_MS).max(1) as usize;
         let seed = config.seed;
-        let client_pt = config.client_payload_type();
+        let client_pt = config.spec.client_payload_type();
         let mut core = StreamCore {
-            client_format: config.client_format(),
+            client_format: config.spec.client_format(),
             client_pt,
             phase: Phase::Running,
             pacer: Pacer::new(config.clock_start, PTIME),
             leg_frames_due: 0,
             playout: Playout::new(
                 frame_bytes,
-                config.leg_format.silence(),
+                config.spec.leg_format.silence(),
                 prebuffer,
                 capacity,
             ),
@@ -290,12 +298,16 @@ impl StreamCore {
             stats: Stats::default(),
             config,
         };
-        if core.config.events {
+        if core.config.spec.events {
             core.send_started();
         }
-        if core.config.encapsulation == Encapsulation::Audiosocket {
+        if core.config.spec.encapsulation == Encapsulation::Audiosocket {
             let mut frame = Vec::with_capacity(audiosocket::HEADER_LEN + 16);
-            audiosocket::encode(Kind::Uuid, core.config.stream_id.as_bytes(), &mut frame);
+            audiosocket::encode(
+                Kind::Uuid,
+                core.config.spec.stream_id.as_bytes(),
+                &mut frame,
+            );
             core.events.push_back(Outbound::Binary(Bytes::from(frame)));
         }
         core
@@ -319,7 +331,7 @@ impl StreamCore {
         if self.ended().is_some() {
             return;
         }
-        self.events.extend(reason.farewell(self.config.events));
+        self.events.extend(reason.farewell(self.config.spec.events));
         self.audio.clear();
         self.phase = Phase::Ended(reason);
     }
@@ -382,7 +394,7 @@ impl StreamCore {
         self.playout.pop_frame(&mut self.frame, &mut self.marks);
         self.stats.to_asterisk += 1;
         self.pending_marks = self.pending_marks.saturating_sub(self.marks.len());
-        if self.config.events {
+        if self.config.spec.events {
             for i in 0..self.marks.len() {
                 let mark = event(&ServerEvent::Mark {
                     name: &self.marks[i],
@@ -445,7 +457,7 @@ impl StreamCore {
         match signal {
             Signal::End(reason) => self.end(reason),
             Signal::Dtmf(digit) => {
-                if self.config.events && self.ended().is_none() {
+                if self.config.spec.events && self.ended().is_none() {
                     self.emit(event(&ServerEvent::Dtmf { digit: &digit }));
                 }
             }
@@ -484,16 +496,16 @@ impl StreamCore {
     }
 
     fn send_started(&mut self) {
-        let (call_id, conference_id) = match &self.config.resource {
+        let (call_id, conference_id) = match &self.config.spec.resource {
             Resource::Call(id) => (Some(id.as_str()), None),
             Resource::Conference(id) => (None, Some(id.as_str())),
         };
         let started = event(&ServerEvent::Started {
-            stream_id: self.config.stream_id,
+            stream_id: self.config.spec.stream_id,
             call_id,
             conference_id,
-            encapsulation: self.config.encapsulation.as_str(),
-            format: self.config.format.as_str(),
+            encapsulation: self.config.spec.encapsulation.as_str(),
+            format: self.config.spec.format.as_str(),
             sample_rate: SAMPLE_RATE,
             ptime_ms: PTIME_MS,
         });
@@ -502,8 +514,8 @@ impl StreamCore {
 
     /// A binary message from the client, per its encapsulation.
     fn client_media(&mut self, bytes: &[u8]) -> Result<(), EndReason> {
-        let leg = self.config.leg_format;
-        match self.config.encapsulation {
+        let leg = self.config.spec.leg_format;
+        match self.config.spec.encapsulation {
             Encapsulation::Rtp => match rtp::parse(bytes) {
                 Ok(packet) if packet.header.payload_type == self.client_pt => {
                     self.reorder.push(packet.header.sequence, packet.payload);
@@ -567,7 +579,7 @@ impl StreamCore {
     /// Queues client audio in `from` for playing, in the leg's format.
     fn play(&mut self, from: SampleFormat, audio: &[u8]) {
         self.scratch.clear();
-        convert(from, self.config.leg_format, audio, &mut self.scratch);
+        convert(from, self.config.spec.leg_format, audio, &mut self.scratch);
         self.playout.push(&self.scratch);
     }
 
@@ -577,7 +589,7 @@ impl StreamCore {
         match control {
             ClientControl::Clear => {
                 self.playout.clear();
-                if self.config.events {
+                if self.config.spec.events {
                     self.emit(event(&ServerEvent::Cleared));
                 }
             }
@@ -604,8 +616,8 @@ impl StreamCore {
 
     /// Wraps one frame from Asterisk for the client, in the shared output buffer.
     fn encapsulate(&mut self, payload: &[u8]) -> Bytes {
-        let (from, to) = (self.config.leg_format, self.client_format);
-        let header = match self.config.encapsulation {
+        let (from, to) = (self.config.spec.leg_format, self.client_format);
+        let header = match self.config.spec.encapsulation {
             Encapsulation::Sln => 0,
             Encapsulation::Rtp => rtp::HEADER_LEN,
             Encapsulation::Audiosocket => audiosocket::HEADER_LEN,
@@ -619,7 +631,7 @@ impl StreamCore {
         self.scratch.clear();
         convert(from, to, payload, &mut self.scratch);
         let body = &self.scratch[..];
-        match self.config.encapsulation {
+        match self.config.spec.encapsulation {
             Encapsulation::Sln => {}
             Encapsulation::Rtp => {
                 let samples = (body.len() / to.sample_bytes()) as u32;

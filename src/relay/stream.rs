@@ -18,12 +18,10 @@ use tokio_util::sync::CancellationToken;
 use super::audiosocket_leg::AudioSocketLeg;
 pub use super::core::{
     Action, CLIENT_PT_L16, CLIENT_PT_ULAW, CLIENT_RING_FRAMES, EndReason, MAX_MESSAGE_BYTES, PTIME,
-    Signal,
+    Signal, StreamSpec,
 };
 use super::core::{CoreConfig, Stats, StreamCore};
 use super::{Inbound, Outbound};
-use crate::domain::{Encapsulation, Format, Resource};
-use crate::media::transcode::SampleFormat;
 use crate::telemetry::{DirectionLabels, Metrics, ReasonLabels};
 
 /// How long one write to Asterisk may take: a peer that stops reading ends the stream (1011)
@@ -46,44 +44,19 @@ fn shared_grid(now: Instant) -> Instant {
     epoch + Duration::from_nanos(u64::try_from(ticks * period).unwrap_or(u64::MAX))
 }
 
-/// What a stream is, as the client asked for it.
-#[derive(Debug, Clone)]
-pub struct StreamSpec {
-    pub stream_id: uuid::Uuid,
-    pub resource: Resource,
-    pub encapsulation: Encapsulation,
-    pub format: Format,
-    pub events: bool,
-    /// The layout Asterisk sends and expects on the leg.
-    pub leg_format: SampleFormat,
-    pub jitter_ms: u32,
-    pub max_queue_ms: u32,
-    /// When the client's token expires: the stream ends with 1008 then.
-    pub expires_at: Option<SystemTime>,
-}
-
-impl StreamSpec {
-    /// The core's configuration, with the wall-clock expiry turned into the core's time
-    /// (`now`) and the clock's first deadline at `clock_start`.
-    pub fn core_config(self, now: Instant, clock_start: Instant) -> CoreConfig {
-        let expires_at = self.expires_at.map(|at| {
-            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-            now.checked_add(left)
-                .unwrap_or(now + Duration::from_secs(86_400 * 365))
-        });
-        CoreConfig {
-            stream_id: self.stream_id,
-            resource: self.resource,
-            encapsulation: self.encapsulation,
-            format: self.format,
-            events: self.events,
-            leg_format: self.leg_format,
-            jitter_ms: self.jitter_ms,
-            max_queue_ms: self.max_queue_ms,
-            expires_at,
-            clock_start,
-            seed: uuid::Uuid::new_v4().as_u128(),
-        }
+/// The core's configuration for `spec`: the wall-clock expiry turned into the core's time
+/// (`now`), and the clock's first deadline at `clock_start`.
+pub fn core_config(spec: StreamSpec, now: Instant, clock_start: Instant) -> CoreConfig {
+    let expires_at = spec.expires_at.map(|at| {
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+        now.checked_add(left)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365))
+    });
+    CoreConfig {
+        spec,
+        expires_at,
+        clock_start,
+        seed: uuid::Uuid::new_v4().as_u128(),
     }
 }
 
@@ -147,7 +120,7 @@ where
     K: Sink<Outbound> + Unpin,
 {
     let now = Instant::now();
-    let mut core = StreamCore::new(spec.core_config(now, shared_grid(now)));
+    let mut core = StreamCore::new(core_config(spec, now, shared_grid(now)));
     let mut reporter = Reporter::new(metrics);
     let mut metrics_due = Instant::now() + METRICS_EVERY;
     // One timer, re-armed only when the core's deadline moves.

@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use super::Inbound;
 use super::client::{ClientConn, ClientGone, NonBlocking, Received};
 use super::core::{EndReason, PTIME, Signal, StreamCore};
-use super::stream::{Channels, Reporter, StreamSpec};
+use super::stream::{Channels, Reporter, StreamSpec, core_config};
 use crate::codec::rtp::{self, RtpSender};
 use crate::domain::FRAME_SAMPLES;
 use crate::telemetry::{Metrics, ReasonLabels};
@@ -66,26 +66,23 @@ const DRAIN: Duration = Duration::from_millis(500);
 /// Ticks between two reports of a stream's counters to the shared metrics (one second).
 const REPORT_EVERY: u32 = 50;
 
-/// What a stream needs of a worker.
+/// What a stream needs of a worker. `C` is the client's connection: as the HTTP server handed
+/// it over, then as the worker's thread takes it.
 #[derive(Debug)]
-pub struct WorkerStream {
+pub struct WorkerStream<C = ClientConn> {
     pub spec: StreamSpec,
     /// Asterisk's side of the externalMedia channel: where its RTP comes from and goes to.
     pub peer: SocketAddr,
     /// The payload type Asterisk expects for the channel's format.
     pub leg_payload_type: u8,
-    pub client: ClientConn,
+    pub client: C,
     pub channels: Channels,
 }
 
 struct Attach {
-    spec: StreamSpec,
-    peer: SocketAddr,
-    leg_payload_type: u8,
-    channels: Channels,
-    /// The client socket, out of the HTTP runtime's reactor, and what was read past the
+    /// The client socket out of the HTTP runtime's reactor, and what was read past the
     /// upgrade request.
-    client: (std::net::TcpStream, Bytes),
+    stream: WorkerStream<(std::net::TcpStream, Bytes)>,
     done: oneshot::Sender<EndReason>,
     span: tracing::Span,
 }
@@ -153,23 +150,18 @@ impl Workers {
     pub async fn run(&self, index: usize, stream: WorkerStream) -> EndReason {
         let gone = || EndReason::Failure("the media worker stopped".into());
         let (done, ended) = oneshot::channel();
-        let WorkerStream {
-            spec,
-            peer,
-            leg_payload_type,
-            client,
-            channels,
-        } = stream;
-        let client = match client.into_std() {
+        let client = match stream.client.into_std() {
             Ok(client) => client,
             Err(e) => return EndReason::Failure(format!("taking over the client socket: {e}")),
         };
         let attach = Attach {
-            spec,
-            peer,
-            leg_payload_type,
-            channels,
-            client,
+            stream: WorkerStream {
+                client,
+                spec: stream.spec,
+                peer: stream.peer,
+                leg_payload_type: stream.leg_payload_type,
+                channels: stream.channels,
+            },
             done,
             span: tracing::Span::current(),
         };
@@ -533,15 +525,14 @@ impl Worker {
     }
 
     fn attach(&mut self, attach: Attach) {
-        let Attach {
+        let Attach { stream, done, span } = attach;
+        let WorkerStream {
             spec,
             peer,
             leg_payload_type,
-            channels,
             client,
-            done,
-            span,
-        } = attach;
+            channels,
+        } = stream;
         let client = match NonBlocking::new(client.0, client.1) {
             Ok(client) => client,
             Err(e) => {
@@ -560,7 +551,7 @@ impl Worker {
         }
         let seed = uuid::Uuid::new_v4().as_u128();
         let entry = Entry {
-            core: StreamCore::new(spec.core_config(now, clock_start)),
+            core: StreamCore::new(core_config(spec, now, clock_start)),
             client,
             peer,
             leg: RtpSender::new(

@@ -19,14 +19,17 @@ fn at(ms: u64) -> Instant {
 
 fn config(encapsulation: Encapsulation, format: Format, events: bool) -> CoreConfig {
     CoreConfig {
-        stream_id: uuid::Uuid::from_u128(7),
-        resource: Resource::Call(CallId::parse("call-1").expect("id")),
-        encapsulation,
-        format,
-        events,
-        leg_format: SampleFormat::SlinBe,
-        jitter_ms: 40,
-        max_queue_ms: 200,
+        spec: StreamSpec {
+            stream_id: uuid::Uuid::from_u128(7),
+            resource: Resource::Call(CallId::parse("call-1").expect("id")),
+            encapsulation,
+            format,
+            events,
+            leg_format: SampleFormat::SlinBe,
+            jitter_ms: 40,
+            max_queue_ms: 200,
+            expires_at: None,
+        },
         expires_at: None,
         clock_start: at(20),
         seed: 0x1234_5678_9abc_def0_1122_3344_5566_7788,
@@ -156,7 +159,7 @@ fn started_comes_first_with_the_stream_description() {
 #[test]
 fn a_conference_stream_names_its_conference() {
     let mut c = config(Encapsulation::Sln, Format::Slin, true);
-    c.resource = Resource::Conference(ConferenceId::parse("conf-9").expect("id"));
+    c.spec.resource = Resource::Conference(ConferenceId::parse("conf-9").expect("id"));
     let mut h = Harness::new(c);
     let started = &h.events()[0];
     assert_eq!(started["conference_id"], "conf-9");
