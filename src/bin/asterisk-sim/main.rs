@@ -91,6 +91,14 @@ struct Args {
     /// The relaying process to measure (CPU, RSS, context switches, syscalls).
     #[arg(long)]
     pid: Option<u32>,
+    /// Read that pid from this file instead, once the calls are in (for scripts that start
+    /// the relay after the simulation).
+    #[arg(long, conflicts_with = "pid")]
+    pid_file: Option<std::path::PathBuf>,
+    /// Also count every system call of `--pid` over the window with `perf stat`
+    /// (`raw_syscalls:sys_enter`; adds a little cost to the measured process).
+    #[arg(long)]
+    perf_syscalls: bool,
     /// A label for the output line (e.g. `before`).
     #[arg(long, default_value = "run")]
     label: String,
@@ -177,7 +185,12 @@ async fn main() -> std::process::ExitCode {
     ari.create_calls(&args.app, args.streams);
     // Let the service take the calls in (events, or its reconcile) and settle.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle = args.pid.and_then(|p| ProcSample::read(Some(p)));
+    let pid = match (&args.pid, &args.pid_file) {
+        (Some(pid), _) => Some(*pid),
+        (None, Some(file)) => read_pid(file).await,
+        (None, None) => None,
+    };
+    let idle = pid.and_then(|p| ProcSample::read(Some(p)));
 
     // Open the streams at --ramp a second.
     let clients = Arc::new(Clients::default());
@@ -228,7 +241,7 @@ async fn main() -> std::process::ExitCode {
         args.seconds
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let loaded = args.pid.and_then(|p| ProcSample::read(Some(p)));
+    let loaded = pid.and_then(|p| ProcSample::read(Some(p)));
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
 
     // The window: set ahead of time so that every thread sees it before it starts.
@@ -236,12 +249,17 @@ async fn main() -> std::process::ExitCode {
     let end_ns = start_ns + args.seconds * 1_000_000_000;
     slots.window.set(start_ns, end_ns);
     tokio::time::sleep(Duration::from_nanos(start_ns.saturating_sub(now_ns()))).await;
-    let p0 = args.pid.and_then(|p| ProcSample::read(Some(p)));
+    let perf = match (args.perf_syscalls, pid) {
+        (true, Some(pid)) => PerfSyscalls::start(pid),
+        _ => None,
+    };
+    let p0 = pid.and_then(|p| ProcSample::read(Some(p)));
     let s0 = ProcSample::read(None);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_nanos(end_ns.saturating_sub(now_ns()))).await;
-    let p1 = args.pid.and_then(|p| ProcSample::read(Some(p)));
+    let p1 = pid.and_then(|p| ProcSample::read(Some(p)));
     let s1 = ProcSample::read(None);
+    let syscalls = perf.and_then(PerfSyscalls::finish);
     let window_s = t0.elapsed().as_secs_f64();
     // Frames in flight at the end of the window still count: wait for them.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -339,6 +357,9 @@ async fn main() -> std::process::ExitCode {
             ("rw_syscalls_per_frame", ratio(sys as f64, relayed as f64)),
         ]);
     }
+    if let Some(n) = syscalls {
+        row.push(("syscalls_per_frame", ratio(n as f64, relayed as f64)));
+    }
     if let (Some(idle), Some(loaded)) = (idle, loaded) {
         row.extend([
             ("rss_idle_kib", json!(idle.rss_kib)),
@@ -419,6 +440,58 @@ async fn main() -> std::process::ExitCode {
         append(path, &text);
     }
     std::process::ExitCode::SUCCESS
+}
+
+/// `perf stat` counting a process's system calls between `start` and `finish`.
+#[derive(Debug)]
+struct PerfSyscalls {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl PerfSyscalls {
+    fn start(pid: u32) -> Option<PerfSyscalls> {
+        let out =
+            std::env::temp_dir().join(format!("asterisk-sim-perf-{}.csv", std::process::id()));
+        let child = std::process::Command::new("perf")
+            .args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p"])
+            .arg(pid.to_string())
+            .arg("-o")
+            .arg(&out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| eprintln!("asterisk-sim: perf: {e}"))
+            .ok()?;
+        Some(PerfSyscalls { child, out })
+    }
+
+    /// Stops perf (SIGINT makes it print its counts) and reads the count.
+    fn finish(mut self) -> Option<u64> {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(&self.out).ok()?;
+        let _ = std::fs::remove_file(&self.out);
+        text.lines()
+            .find(|l| l.contains("raw_syscalls:sys_enter"))
+            .and_then(|l| l.split(',').next())
+            .and_then(|n| n.trim().parse().ok())
+    }
+}
+
+async fn read_pid(file: &std::path::Path) -> Option<u32> {
+    for _ in 0..100 {
+        if let Some(pid) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return Some(pid);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("asterisk-sim: no pid in {}", file.display());
+    None
 }
 
 fn append(path: &std::path::Path, text: &str) {
