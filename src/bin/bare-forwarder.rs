@@ -97,11 +97,14 @@ async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     let slin = q.get("format").map(String::as_str) != Some("ulaw");
-    ws.on_upgrade(move |socket| async move {
-        if let Err(e) = stream(&f, &call, slin, socket).await {
-            eprintln!("bare-forwarder: call {call}: {e}");
-        }
-    })
+    // tungstenite zero-fills `read_buffer_size` bytes on every read (128 KiB by default); the
+    // library's advice for many connections is a small buffer.
+    ws.read_buffer_size(4096)
+        .on_upgrade(move |socket| async move {
+            if let Err(e) = stream(&f, &call, slin, socket).await {
+                eprintln!("bare-forwarder: call {call}: {e}");
+            }
+        })
 }
 
 async fn stream(f: &Forwarder, call: &str, slin: bool, ws: WebSocket) -> Result<(), String> {

@@ -54,7 +54,10 @@ pub async fn run(
     let mut attempts = 0;
     let mut ws = loop {
         attempts += 1;
-        match tokio_tungstenite::connect_async_with_config(url.as_str(), None, true).await {
+        // tungstenite zero-fills `read_buffer_size` bytes on every read (128 KiB by default):
+        // a 320-byte frame needs far less.
+        let config = tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+        match tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true).await {
             Ok((ws, _)) => break ws,
             Err(tungstenite::Error::Http(resp))
                 if resp.status().as_u16() == 503 && attempts < 40 =>
