@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use crate::ari::{Ari, call_id};
 use crate::clients::Clients;
 use crate::rtp::{Engine, Format, Slots};
-use crate::stats::{Counts, Hist, ProcSample, now_ns, udp_drops};
+use crate::stats::{Counts, Hist, ProcSample, machine_busy_s, now_ns, udp_drops};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Target {
@@ -279,10 +279,12 @@ async fn run(args: Args) -> std::process::ExitCode {
     };
     let p0 = pid.and_then(|p| ProcSample::read(Some(p)));
     let s0 = ProcSample::read(None);
+    let m0 = machine_busy_s();
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_nanos(end_ns.saturating_sub(now_ns()))).await;
     let p1 = pid.and_then(|p| ProcSample::read(Some(p)));
     let s1 = ProcSample::read(None);
+    let m1 = machine_busy_s();
     let syscalls = perf.and_then(PerfSyscalls::finish);
     let window_s = t0.elapsed().as_secs_f64();
     // Frames in flight at the end of the window still count: wait for them.
@@ -398,10 +400,23 @@ async fn run(args: Args) -> std::process::ExitCode {
         ]);
     }
     if let (Some(s0), Some(s1)) = (s0, s1) {
+        let sim = s1.cpu_s - s0.cpu_s;
         row.push((
             "sim_cpu_pct",
-            json!(((s1.cpu_s - s0.cpu_s) / window_s * 10_000.0).round() / 100.0),
+            json!((sim / window_s * 10_000.0).round() / 100.0),
         ));
+        // Everything else the machine ran meanwhile (other work disturbs the figures).
+        if let (Some(m0), Some(m1)) = (m0, m1) {
+            let relay = match (p0, p1) {
+                (Some(p0), Some(p1)) => p1.cpu_s - p0.cpu_s,
+                _ => 0.0,
+            };
+            let other = ((m1 - m0) - sim - relay).max(0.0);
+            row.push((
+                "other_cpu_pct",
+                json!((other / window_s * 1_000.0).round() / 10.0),
+            ));
+        }
     }
     row.extend([
         (

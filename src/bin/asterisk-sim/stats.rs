@@ -238,6 +238,27 @@ impl ProcSample {
     }
 }
 
+/// CPU seconds the whole machine has been busy (all cores, `/proc/stat`; iowait counts as
+/// idle), to tell how much else ran during a window.
+pub fn machine_busy_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    Some(busy as f64 / 100.0)
+}
+
 /// Datagrams the kernel dropped on the simulation's UDP socket bound to `port`
 /// (`/proc/net/udp`, last column): a full receive buffer on the simulation's side.
 pub fn udp_drops(port: u16) -> Option<u64> {
