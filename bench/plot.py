@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Plots of a benchmark label's CSV (written by asterisk-sim through bench/run).
+
+    python3 bench/plot.py bench/results/before.csv
+
+writes next to it <label>-cpu.png (relay CPU per stream vs N, service and floor) and
+<label>-latency.png (Asterisk->client p99 and client->Asterisk lateness p99 vs N).
+Needs matplotlib (pip install matplotlib).
+"""
+
+import csv
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def load(path):
+    rows = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            rows.setdefault(row["target"], []).append(row)
+    for target in rows:
+        rows[target].sort(key=lambda r: int(r["streams"]))
+    return rows
+
+
+def series(rows, key):
+    xs, ys = [], []
+    for r in rows:
+        if r.get(key) not in (None, ""):
+            xs.append(int(r["streams"]))
+            ys.append(float(r[key]))
+    return xs, ys
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    path = sys.argv[1]
+    base = os.path.splitext(path)[0]
+    label = os.path.basename(base)
+    data = load(path)
+    names = {"service": "ari-mediastream", "floor": "bare forwarder (floor)"}
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for target, rows in data.items():
+        xs, ys = series(rows, "cpu_pct_per_stream")
+        ax.plot(xs, ys, marker="o", label=names.get(target, target))
+    ax.axhline(0.07, color="grey", linestyle="--", label="target 0.07 %")
+    ax.set_xlabel("two-way streams (N)")
+    ax.set_ylabel("relay CPU per stream, % of one core")
+    ax.set_title(f"CPU per stream vs N ({label}; SIMULATED Asterisk, 2 cores)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(f"{base}-cpu.png", dpi=110)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for target, rows in data.items():
+        name = names.get(target, target)
+        xs, ys = series(rows, "a2c_p99_ms")
+        ax.plot(xs, ys, marker="o", label=f"{name}: Asterisk→client p99")
+        xs, ys = series(rows, "c2a_late_p99_ms")
+        ax.plot(xs, ys, marker="s", linestyle=":", label=f"{name}: client→Asterisk lateness p99")
+    ax.axhline(2, color="grey", linestyle="--", label="target A→C p99 2 ms")
+    ax.axhline(1, color="grey", linestyle="-.", label="target lateness p99 1 ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("two-way streams (N)")
+    ax.set_ylabel("ms (log)")
+    ax.set_title(f"Latency p99 vs N ({label}; SIMULATED Asterisk, 2 cores)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(f"{base}-latency.png", dpi=110)
+    print(f"{base}-cpu.png {base}-latency.png")
+
+
+if __name__ == "__main__":
+    main()
