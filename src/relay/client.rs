@@ -7,14 +7,9 @@
 //! Owns the WebSocket settings (message size limits, buffer sizes) and what the WebSocket
 //! library's errors mean for a stream, matched by their type.
 
-use std::io::{Read, Write};
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
-
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use nix::sys::socket::{setsockopt, sockopt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::error::{CapacityError, Error as WsError};
@@ -120,44 +115,13 @@ pub fn wire(message: Outbound) -> Message {
 /// A client WebSocket that never waits: reads and writes go as far as the socket allows now
 /// and report `WouldBlock` past that, keeping partial frames for the next try. For a worker
 /// that serves many streams from one task and reads each client when it chooses.
+///
+/// The socket is a plain non-blocking one, registered with no reactor: data arriving from the
+/// client wakes no thread. The worker tries each client once per 20 ms tick instead, which
+/// costs one system call a tick where a wake-up per message would cost a context switch.
 #[derive(Debug)]
 pub struct NonBlocking {
-    ws: WebSocket<Io>,
-}
-
-/// A tokio socket seen as a non-blocking std one. It goes through the runtime's readiness:
-/// trying a socket the reactor has not seen become ready makes no system call, and a read or
-/// write that the kernel cut short marks the socket not ready (edge-triggered readiness will
-/// say when it is again), so the call that would only have answered "would block" is saved.
-#[derive(Debug)]
-struct Io(TcpStream);
-
-fn would_block<T>(poll: Poll<std::io::Result<T>>) -> std::io::Result<T> {
-    match poll {
-        Poll::Ready(result) => result,
-        Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
-    }
-}
-
-impl Read for Io {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        // No task waits on this socket: the worker tries it when it chooses.
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut read = ReadBuf::new(buf);
-        would_block(Pin::new(&mut self.0).poll_read(&mut cx, &mut read))?;
-        Ok(read.filled().len())
-    }
-}
-
-impl Write for Io {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut cx = Context::from_waker(Waker::noop());
-        would_block(Pin::new(&mut self.0).poll_write(&mut cx, buf))
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    ws: WebSocket<std::net::TcpStream>,
 }
 
 /// The client's connection is closed or broken: nothing more can be written to it.
@@ -174,13 +138,12 @@ pub enum Received {
 }
 
 impl NonBlocking {
-    /// Takes over a socket, which must be registered with the current runtime's reactor.
+    /// Takes over a socket.
     pub fn new(stream: std::net::TcpStream, read_ahead: Bytes) -> std::io::Result<NonBlocking> {
         stream.set_nonblocking(true)?;
-        let stream = TcpStream::from_std(stream)?;
         Ok(NonBlocking {
             ws: WebSocket::from_partially_read(
-                Io(stream),
+                stream,
                 read_ahead.to_vec(),
                 Role::Server,
                 Some(config()),

@@ -14,9 +14,10 @@
 //! - each client's WebSocket is written from there, without waiting: a client whose socket is
 //!   full is simply not written to, and its stream core drops the oldest audio.
 //!
-//! Compared with a task per stream, the runtime wakes once per tick and once per burst of
-//! packets instead of once per packet per stream, and a client socket with nothing to read
-//! costs no system call (the reactor's readiness is consulted first).
+//! Compared with a task per stream, the thread wakes once per tick and once per burst of
+//! Asterisk's packets instead of once per packet per stream and direction: client sockets are
+//! registered with no reactor, so what a client sends wakes nothing; it is read at the next
+//! tick, where it would wait for its 20 ms slot anyway.
 //!
 //! Every decision stays in the stream's [`StreamCore`]; the worker owns the sockets, the timer
 //! and the batches, and nothing else.
@@ -295,6 +296,7 @@ impl Entry {
         }
     }
 
+    /// Word from the session.
     fn take_signals(&mut self, now: Instant) {
         loop {
             match self.channels.signals.try_recv() {
@@ -307,6 +309,10 @@ impl Entry {
                 }
             }
         }
+    }
+
+    /// Requests for the session.
+    fn give_actions(&mut self) {
         while let Some(action) = self.core.poll_action() {
             if self.channels.actions.try_send(action).is_err() {
                 self.reporter.dtmf_backlog += 1;
@@ -623,7 +629,7 @@ impl Worker {
             };
             entry.take_signals(now);
             entry.read_client(now);
-            entry.take_signals(now);
+            entry.give_actions();
             entry.write_client();
             if report {
                 entry.reporter.report(&mut entry.core);

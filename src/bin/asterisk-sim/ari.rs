@@ -69,7 +69,7 @@ pub struct Ari {
     world: Mutex<World>,
     slots: Arc<Slots>,
     /// `UNICASTRTP_LOCAL_ADDRESS` / `_PORT` of every externalMedia channel.
-    rtp_local: SocketAddrV4,
+    rtp_locals: Vec<SocketAddrV4>,
     /// Per call index: the slot + 1 of the externalMedia channel bridged with it (0: none).
     pub call_slot: Vec<AtomicU32>,
     pub events_up: watch::Sender<bool>,
@@ -175,7 +175,7 @@ impl Ari {
         user: &str,
         password: &str,
         slots: Arc<Slots>,
-        rtp_local: SocketAddrV4,
+        rtp_locals: Vec<SocketAddrV4>,
         calls: usize,
     ) -> Ari {
         use base64::Engine;
@@ -187,7 +187,7 @@ impl Ari {
             ),
             world: Mutex::new(World::default()),
             slots,
-            rtp_local,
+            rtp_locals,
             call_slot: (0..calls).map(|_| AtomicU32::new(0)).collect(),
             events_up: watch::Sender::new(false),
             next_socket: AtomicU64::new(1),
@@ -468,8 +468,8 @@ async fn external_media(State(ari): State<Arc<Ari>>, q: Params) -> Response {
         created: timestamp(),
         bridge: None,
         vars: Some(json!({
-            "UNICASTRTP_LOCAL_ADDRESS": ari.rtp_local.ip().to_string(),
-            "UNICASTRTP_LOCAL_PORT": ari.rtp_local.port().to_string(),
+            "UNICASTRTP_LOCAL_ADDRESS": ari.rtp_locals[slot].ip().to_string(),
+            "UNICASTRTP_LOCAL_PORT": ari.rtp_locals[slot].port().to_string(),
         })),
     };
     let body = chan.json();

@@ -172,12 +172,12 @@ async fn run(args: Args) -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    let rtp_local = engine.local;
+    let rtp_locals = engine.locals.clone();
     let ari = Arc::new(Ari::new(
         &args.ari_user,
         &args.ari_password,
         slots.clone(),
-        rtp_local,
+        rtp_locals.clone(),
         args.streams,
     ));
     let listener = match tokio::net::TcpListener::bind(args.ari_listen).await {
@@ -194,8 +194,11 @@ async fn run(args: Args) -> std::process::ExitCode {
         })
     };
     eprintln!(
-        "asterisk-sim (SIMULATION): ARI on http://{}/ari, RTP on {rtp_local}, {} streams",
-        args.ari_listen, args.streams
+        "asterisk-sim (SIMULATION): ARI on http://{}/ari, RTP on {} ports of {}, {} streams",
+        args.ari_listen,
+        rtp_locals.len(),
+        args.rtp_bind,
+        args.streams
     );
 
     if args.target == Target::Service {
@@ -289,7 +292,7 @@ async fn run(args: Args) -> std::process::ExitCode {
     let window_s = t0.elapsed().as_secs_f64();
     // Frames in flight at the end of the window still count: wait for them.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let sim_drops = udp_drops(rtp_local.port());
+    let sim_drops = udp_drops(&rtp_locals.iter().map(|a| a.port()).collect());
     let (sent, back) = engine.stop();
 
     // Close every stream, and time the service's teardown in the simulated Asterisk.

@@ -1,21 +1,20 @@
 //! The simulated Asterisk's RTP side of every externalMedia channel.
 //!
-//! One UDP socket stands for all of them: its address is what every externalMedia answer
-//! carries as `UNICASTRTP_LOCAL_ADDRESS`/`_PORT`, so each of the service's sockets sends to it
-//! and accepts only what comes from it, as with Asterisk's strictrtp. (Asterisk has a port per
-//! channel; to the service the difference is invisible, and one socket keeps the simulation
-//! cheap.) Datagrams are told apart by their source port: the port the service named as
-//! `external_host`.
+//! As in Asterisk, each channel has a UDP socket of its own: its address is what the channel's
+//! externalMedia answer carries as `UNICASTRTP_LOCAL_ADDRESS`/`_PORT`, it sends to the
+//! `external_host` the service named, and it takes only what comes from there (strictrtp).
+//! The service may therefore tell channels apart by their address, as it must with Asterisk.
 //!
 //! Two plain threads, no runtime:
 //! - the sender wakes every 1 ms on an absolute deadline and sends one frame for each channel
 //!   whose phase (slot number mod 20) is due, so each channel sends every 20 ms and the load is
 //!   spread over the period as Asterisk's per-channel timers spread it;
-//! - the receiver blocks on the socket and timestamps each datagram with `Instant::now()` right
-//!   after `recv_from` returns (no kernel timestamps: its own scheduling delay is included, so
-//!   lateness figures are upper bounds).
+//! - the receiver waits on every channel's socket at once (epoll) and timestamps each datagram
+//!   with `Instant::now()` right after `recv_from` returns (no kernel timestamps: its own
+//!   scheduling delay is included, so lateness figures are upper bounds).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -124,8 +123,6 @@ pub struct Slots {
     pub slots: Vec<Slot>,
     /// Slots handed out so far.
     pub allocated: AtomicU32,
-    /// The service's source port → slot + 1 (0: none).
-    pub by_port: Vec<AtomicU32>,
     pub window: Window,
 }
 
@@ -134,7 +131,6 @@ impl Slots {
         Slots {
             slots: (0..capacity).map(|_| Slot::default()).collect(),
             allocated: AtomicU32::new(0),
-            by_port: (0..=u16::MAX).map(|_| AtomicU32::new(0)).collect(),
             window: Window::default(),
         }
     }
@@ -144,20 +140,11 @@ impl Slots {
         let slot = self.allocated.fetch_add(1, Ordering::Relaxed) as usize;
         let s = self.slots.get(slot)?;
         s.set_dest(dest, format);
-        self.by_port[usize::from(dest.port())].store(slot as u32 + 1, Ordering::Relaxed);
         Some(slot)
     }
 
     pub fn release(&self, slot: usize) {
-        let s = &self.slots[slot];
-        s.active.store(false, Ordering::Relaxed);
-        let port = usize::from(s.dest().port());
-        let _ = self.by_port[port].compare_exchange(
-            slot as u32 + 1,
-            0,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        self.slots[slot].active.store(false, Ordering::Relaxed);
     }
 }
 
@@ -181,12 +168,13 @@ pub struct RecvReport {
     /// Per channel, how late each frame from the service arrives against a 20 ms grid.
     pub lateness: Hist,
     pub recv_errors: u64,
-    /// Datagrams from a port no channel has.
+    /// Datagrams from an address other than the channel's `external_host`.
     pub unknown_source: u64,
 }
 
 pub struct Engine {
-    pub local: SocketAddrV4,
+    /// Each slot's socket address, for its externalMedia answer.
+    pub locals: Vec<SocketAddrV4>,
     sender: std::thread::JoinHandle<SendReport>,
     receiver: std::thread::JoinHandle<RecvReport>,
     stop: Arc<AtomicBool>,
@@ -195,45 +183,53 @@ pub struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("local", &self.local)
+            .field("sockets", &self.locals.len())
             .finish()
     }
 }
 
+/// Kernel buffers of each channel's socket: a few hundred frames, enough to ride out the
+/// receiver's scheduling gaps (the kernel caps them at net.core.rmem_max/wmem_max).
+const CHANNEL_BUFFER: usize = 256 * 1024;
+
 impl Engine {
+    /// Binds a socket for every slot of `slots`, then starts the sender and the receiver.
     pub fn start(bind: Ipv4Addr, slots: Arc<Slots>) -> std::io::Result<Engine> {
-        let socket = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::DGRAM,
-            Some(socket2::Protocol::UDP),
-        )?;
-        // 100,000 datagrams a second at 2,000 channels: a large buffer rides out the
-        // receiver's scheduling gaps (the kernel caps it at net.core.rmem_max).
-        socket.set_recv_buffer_size(8 << 20)?;
-        socket.set_send_buffer_size(8 << 20)?;
-        socket.bind(&SocketAddr::V4(SocketAddrV4::new(bind, 0)).into())?;
-        let socket: UdpSocket = socket.into();
-        let local = match socket.local_addr()? {
-            SocketAddr::V4(a) => a,
-            SocketAddr::V6(_) => unreachable!("bound to an IPv4 address"),
-        };
-        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let mut sockets = Vec::with_capacity(slots.slots.len());
+        let mut locals = Vec::with_capacity(slots.slots.len());
+        for _ in 0..slots.slots.len() {
+            let socket = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            socket.set_recv_buffer_size(CHANNEL_BUFFER)?;
+            socket.set_send_buffer_size(CHANNEL_BUFFER)?;
+            socket.bind(&SocketAddr::V4(SocketAddrV4::new(bind, 0)).into())?;
+            socket.set_nonblocking(true)?;
+            let socket: UdpSocket = socket.into();
+            match socket.local_addr()? {
+                SocketAddr::V4(a) => locals.push(a),
+                SocketAddr::V6(_) => unreachable!("bound to an IPv4 address"),
+            }
+            sockets.push(socket);
+        }
+        let sockets = Arc::new(sockets);
         let stop = Arc::new(AtomicBool::new(false));
-        let tx_socket = socket.try_clone()?;
         let sender = {
-            let (slots, stop) = (slots.clone(), stop.clone());
+            let (slots, stop, sockets) = (slots.clone(), stop.clone(), sockets.clone());
             std::thread::Builder::new()
                 .name("sim-rtp-send".into())
-                .spawn(move || send_loop(tx_socket, &slots, &stop))?
+                .spawn(move || send_loop(&sockets, &slots, &stop))?
         };
         let receiver = {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("sim-rtp-recv".into())
-                .spawn(move || recv_loop(socket, &slots, &stop))?
+                .spawn(move || recv_loop(&sockets, &slots, &stop))?
         };
         Ok(Engine {
-            local,
+            locals,
             sender,
             receiver,
             stop,
@@ -256,7 +252,7 @@ struct TxState {
     ssrc: u32,
 }
 
-fn send_loop(socket: UdpSocket, slots: &Slots, stop: &AtomicBool) -> SendReport {
+fn send_loop(sockets: &[UdpSocket], slots: &Slots, stop: &AtomicBool) -> SendReport {
     let mut report = SendReport::default();
     let mut tx: Vec<TxState> = (0..slots.slots.len())
         .map(|_| {
@@ -311,7 +307,7 @@ fn send_loop(socket: UdpSocket, slots: &Slots, stop: &AtomicBool) -> SendReport 
             state.seq += 1;
             state.rtp_seq = state.rtp_seq.wrapping_add(1);
             state.rtp_ts = state.rtp_ts.wrapping_add(160);
-            match socket.send_to(&packet[..n], slot.dest()) {
+            match sockets[i].send_to(&packet[..n], slot.dest()) {
                 Ok(_) => {
                     report.sent_total += 1;
                     if slots.window.contains(sent_ns) {
@@ -336,78 +332,55 @@ struct RxState {
     seen: SeqSet,
 }
 
-fn recv_loop(socket: UdpSocket, slots: &Slots, stop: &AtomicBool) -> RecvReport {
+fn recv_loop(sockets: &[UdpSocket], slots: &Slots, stop: &AtomicBool) -> RecvReport {
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
     let mut report = RecvReport::default();
     let mut rx: Vec<RxState> = (0..slots.slots.len()).map(|_| RxState::default()).collect();
-    let mut buf = [0u8; 2048];
-    let c = &report.counts;
-    while !stop.load(Ordering::Relaxed) {
-        let (len, from) = match socket.recv_from(&mut buf) {
-            Ok(got) => got,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
-            Err(_) => {
-                report.recv_errors += 1;
-                continue;
-            }
-        };
-        let received = now_ns();
-        let slot = slots.by_port[usize::from(from.port())].load(Ordering::Relaxed);
-        let Some(slot) = (slot as usize).checked_sub(1) else {
-            report.unknown_source += 1;
-            continue;
-        };
-        let Ok(packet) = rtp::parse(&buf[..len]) else {
-            c.garbage.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let state = &mut rx[slot];
-        let seq = packet.header.sequence;
-        let ext = match state.last {
-            None => 0,
-            Some((last, ext)) => ext + i64::from(seq.wrapping_sub(last) as i16),
-        };
-        state.last = Some((seq, ext));
-        let in_window = slots.window.contains(received);
-        if in_window {
-            c.all.fetch_add(1, Ordering::Relaxed);
-            state.offsets.push(received as i64 - ext * PTIME_NS as i64);
+    let epoll = match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
+        Ok(epoll) => epoll,
+        Err(_) => {
+            report.recv_errors += 1;
+            return report;
         }
-        match Stamp::decode(packet.payload) {
-            Some(stamp) if usize::from(stamp.slot) != slot => {
-                c.foreign.fetch_add(1, Ordering::Relaxed);
-            }
-            Some(stamp) => {
-                if slots.window.contains(stamp.sent_ns) {
-                    match state.seen.insert(stamp.seq) {
-                        Arrival::Duplicate => {
-                            c.duplicated.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Arrival::New { out_of_order } => {
-                            c.received.fetch_add(1, Ordering::Relaxed);
-                            if out_of_order {
-                                c.out_of_order.fetch_add(1, Ordering::Relaxed);
-                            }
-                            report
-                                .round_trip
-                                .record(received.saturating_sub(stamp.sent_ns));
-                        }
+    };
+    for (slot, socket) in sockets.iter().enumerate() {
+        let event = EpollEvent::new(EpollFlags::EPOLLIN, slot as u64);
+        if epoll.add(socket.as_fd(), event).is_err() {
+            report.recv_errors += 1;
+        }
+    }
+    let mut events = vec![EpollEvent::empty(); 256];
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        let ready = match epoll.wait(&mut events, EpollTimeout::from(50u16)) {
+            Ok(n) => n,
+            Err(_) => continue,
+        };
+        for event in &events[..ready] {
+            let slot = event.data() as usize;
+            loop {
+                let (len, from) = match sockets[slot].recv_from(&mut buf) {
+                    Ok(got) => got,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        report.recv_errors += 1;
+                        break;
                     }
+                };
+                let received = now_ns();
+                if from != SocketAddr::V4(slots.slots[slot].dest()) {
+                    report.unknown_source += 1;
+                    continue;
                 }
-            }
-            None if packet.payload.iter().all(|b| *b == packet.payload[0]) => {
-                if in_window {
-                    c.silence.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            None => {
-                c.garbage.fetch_add(1, Ordering::Relaxed);
+                receive(
+                    &mut report,
+                    &mut rx[slot],
+                    slot,
+                    slots,
+                    &buf[..len],
+                    received,
+                );
             }
         }
     }
@@ -422,4 +395,62 @@ fn recv_loop(socket: UdpSocket, slots: &Slots, stop: &AtomicBool) -> RecvReport 
         }
     }
     report
+}
+
+/// One datagram from the service on `slot`'s socket, received at `received`.
+fn receive(
+    report: &mut RecvReport,
+    state: &mut RxState,
+    slot: usize,
+    slots: &Slots,
+    datagram: &[u8],
+    received: u64,
+) {
+    let c = &report.counts;
+    let Ok(packet) = rtp::parse(datagram) else {
+        c.garbage.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let seq = packet.header.sequence;
+    let ext = match state.last {
+        None => 0,
+        Some((last, ext)) => ext + i64::from(seq.wrapping_sub(last) as i16),
+    };
+    state.last = Some((seq, ext));
+    let in_window = slots.window.contains(received);
+    if in_window {
+        c.all.fetch_add(1, Ordering::Relaxed);
+        state.offsets.push(received as i64 - ext * PTIME_NS as i64);
+    }
+    match Stamp::decode(packet.payload) {
+        Some(stamp) if usize::from(stamp.slot) != slot => {
+            c.foreign.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(stamp) => {
+            if slots.window.contains(stamp.sent_ns) {
+                match state.seen.insert(stamp.seq) {
+                    Arrival::Duplicate => {
+                        c.duplicated.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Arrival::New { out_of_order } => {
+                        c.received.fetch_add(1, Ordering::Relaxed);
+                        if out_of_order {
+                            c.out_of_order.fetch_add(1, Ordering::Relaxed);
+                        }
+                        report
+                            .round_trip
+                            .record(received.saturating_sub(stamp.sent_ns));
+                    }
+                }
+            }
+        }
+        None if packet.payload.iter().all(|b| *b == packet.payload[0]) => {
+            if in_window {
+                c.silence.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        None => {
+            c.garbage.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }

@@ -261,17 +261,20 @@ pub fn machine_busy_s() -> Option<f64> {
 
 /// Datagrams the kernel dropped on the simulation's UDP socket bound to `port`
 /// (`/proc/net/udp`, last column): a full receive buffer on the simulation's side.
-pub fn udp_drops(port: u16) -> Option<u64> {
+/// Datagrams the kernel dropped on the sockets bound to `ports`, from /proc/net/udp.
+pub fn udp_drops(ports: &std::collections::HashSet<u16>) -> Option<u64> {
     let table = std::fs::read_to_string("/proc/net/udp").ok()?;
-    let want = format!(":{port:04X}");
-    table.lines().skip(1).find_map(|line| {
+    let drops = table.lines().skip(1).filter_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.get(1)?.ends_with(&want) {
-            fields.last()?.parse().ok()
+        let (_, port) = fields.get(1)?.rsplit_once(':')?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        if ports.contains(&port) {
+            fields.last()?.parse::<u64>().ok()
         } else {
             None
         }
-    })
+    });
+    Some(drops.sum())
 }
 
 #[cfg(test)]
