@@ -1,5 +1,6 @@
 //! The JSON text messages of a media stream: the controls a WebSocket client may send
-//! alongside its audio (`clear`, `mark`, `dtmf`, `stop`) and the events the service sends it.
+//! alongside its audio (`clear`, `mark`, `dtmf`, `stop`, `pause`, `resume`, `status`) and the
+//! events the service sends it.
 //!
 //! Owns parsing and validation of one message into a [`ClientControl`], and the wire shape of
 //! each [`ServerEvent`]. It must not act on a message (clearing queues, sending DTMF to
@@ -23,6 +24,12 @@ pub enum ClientControl {
     Dtmf { digits: String },
     /// End the stream.
     Stop,
+    /// Stop playing queued audio (Asterisk gets silence); the queue and marks are kept.
+    Pause,
+    /// Play queued audio again.
+    Resume,
+    /// Ask for the stream's state, answered even without events.
+    Status,
 }
 
 /// A human-readable reason the message was refused.
@@ -39,6 +46,9 @@ enum Wire {
     Mark { name: String },
     Dtmf { digits: String },
     Stop,
+    Pause,
+    Resume,
+    Status,
 }
 
 pub fn parse_control(text: &str) -> Result<ClientControl, ControlError> {
@@ -51,6 +61,9 @@ pub fn parse_control(text: &str) -> Result<ClientControl, ControlError> {
     match wire {
         Wire::Clear => Ok(ClientControl::Clear),
         Wire::Stop => Ok(ClientControl::Stop),
+        Wire::Pause => Ok(ClientControl::Pause),
+        Wire::Resume => Ok(ClientControl::Resume),
+        Wire::Status => Ok(ClientControl::Status),
         Wire::Mark { name } => {
             let chars = name.chars().count();
             if chars == 0 || chars > MAX_MARK_CHARS {
@@ -106,6 +119,20 @@ pub enum ServerEvent<'a> {
     Dtmf { digit: &'a str },
     /// The stream ends; the close frame follows.
     Stopped { reason: &'a str },
+    /// The answer to `status`.
+    Status {
+        queued_ms: u64,
+        paused: bool,
+        frames_to_client: u64,
+        frames_to_asterisk: u64,
+        frames_dropped: u64,
+    },
+    /// The queue reached its maximum: the client is not read until `xon`.
+    Xoff { queued_ms: u64 },
+    /// The queue is below 80 % of its maximum again: the client is read again.
+    Xon { queued_ms: u64 },
+    /// The queue ran empty after playing audio.
+    Drained,
 }
 
 impl ServerEvent<'_> {
@@ -164,6 +191,38 @@ mod tests {
         assert_eq!(
             ServerEvent::Stopped { reason: "hangup" }.to_json(),
             r#"{"type":"stopped","reason":"hangup"}"#
+        );
+    }
+
+    #[test]
+    fn flow_control() {
+        assert_eq!(
+            parse_control(r#"{"type":"pause"}"#),
+            Ok(ClientControl::Pause)
+        );
+        assert_eq!(
+            parse_control(r#"{"type":"resume"}"#),
+            Ok(ClientControl::Resume)
+        );
+        assert_eq!(
+            parse_control(r#"{"type":"status"}"#),
+            Ok(ClientControl::Status)
+        );
+        assert_eq!(
+            ServerEvent::Xoff { queued_ms: 10000 }.to_json(),
+            r#"{"type":"xoff","queued_ms":10000}"#
+        );
+        assert_eq!(ServerEvent::Drained.to_json(), r#"{"type":"drained"}"#);
+        assert_eq!(
+            ServerEvent::Status {
+                queued_ms: 40,
+                paused: true,
+                frames_to_client: 1,
+                frames_to_asterisk: 2,
+                frames_dropped: 3
+            }
+            .to_json(),
+            r#"{"type":"status","queued_ms":40,"paused":true,"frames_to_client":1,"frames_to_asterisk":2,"frames_dropped":3}"#
         );
     }
 

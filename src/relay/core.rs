@@ -38,7 +38,7 @@ use crate::codec::control::{ClientControl, ServerEvent, parse_control};
 use crate::codec::rtp::{self, RtpSender};
 use crate::domain::{Encapsulation, FRAME_SAMPLES, Format, PTIME_MS, Resource, SAMPLE_RATE};
 use crate::media::pacer::Pacer;
-use crate::media::playout::Playout;
+use crate::media::playout::{Playout, Popped};
 use crate::media::rtp_rx::RtpReorder;
 use crate::media::transcode::{SampleFormat, convert};
 
@@ -256,6 +256,26 @@ pub struct StreamCore {
     audio: VecDeque<Outbound>,
     actions: VecDeque<Action>,
     stats: Stats,
+    /// Frames the playout queue holds at most (`max_queue_ms`): past it, `xoff`.
+    max_frames: usize,
+    /// Not reading the client: the queue reached `max_frames` and has not yet fallen below
+    /// 80 % of it.
+    xoff: bool,
+    /// The client asked for queued audio to wait (Asterisk gets silence meanwhile).
+    paused: bool,
+    /// Client audio was played since the queue last ran empty (`drained` is due when it does).
+    played: bool,
+    /// Totals since the start, for `status`.
+    totals: Totals,
+}
+
+/// Frame counts since the stream started.
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    to_client: u64,
+    to_asterisk: u64,
+    /// Asterisk audio a slow client missed, and client RTP packets refused.
+    dropped: u64,
 }
 
 impl StreamCore {
@@ -296,6 +316,11 @@ impl StreamCore {
             audio: VecDeque::with_capacity(CLIENT_RING_FRAMES),
             actions: VecDeque::new(),
             stats: Stats::default(),
+            max_frames: capacity,
+            xoff: false,
+            paused: false,
+            played: false,
+            totals: Totals::default(),
             config,
         };
         if core.config.spec.events {
@@ -341,10 +366,11 @@ impl StreamCore {
         self.phase == Phase::Running
     }
 
-    /// Whether the driver should read the client now: false while the playout queue is full
-    /// (backpressure), while the leg is closing and once the stream has ended.
+    /// Whether the driver should read the client now: false from the moment the playout queue
+    /// is full until it is below 80 % again (backpressure, `xoff`/`xon`), while the leg is
+    /// closing and once the stream has ended.
     pub fn wants_client(&self) -> bool {
-        self.phase == Phase::Running && self.playout.has_room()
+        self.phase == Phase::Running && !self.xoff && self.playout.has_room()
     }
 
     /// When [`StreamCore::handle_timeout`] wants to be called next; `None` once ended.
@@ -390,16 +416,39 @@ impl StreamCore {
             return None;
         }
         self.leg_frames_due -= 1;
-        self.marks.clear();
-        self.playout.pop_frame(&mut self.frame, &mut self.marks);
         self.stats.to_asterisk += 1;
+        self.totals.to_asterisk += 1;
+        if self.paused {
+            // The queue and its marks wait; Asterisk must not starve meanwhile.
+            self.frame.fill(self.config.spec.leg_format.silence());
+            return Some(&self.frame);
+        }
+        self.marks.clear();
+        let popped = self.playout.pop_frame(&mut self.frame, &mut self.marks);
         self.pending_marks = self.pending_marks.saturating_sub(self.marks.len());
-        if self.config.spec.events {
+        self.played |= popped == Popped::Audio;
+        let events = self.config.spec.events;
+        if events {
             for i in 0..self.marks.len() {
                 let mark = event(&ServerEvent::Mark {
                     name: &self.marks[i],
                 });
                 self.emit(mark);
+            }
+        }
+        let queued = self.playout.queued_frames();
+        if self.xoff && queued * 5 < self.max_frames * 4 {
+            self.xoff = false;
+            if events {
+                self.emit(event(&ServerEvent::Xon {
+                    queued_ms: self.queued_ms(),
+                }));
+            }
+        }
+        if self.played && queued == 0 {
+            self.played = false;
+            if events {
+                self.emit(event(&ServerEvent::Drained));
             }
         }
         Some(&self.frame)
@@ -431,6 +480,10 @@ impl StreamCore {
         self.playout.queued_frames()
     }
 
+    fn queued_ms(&self) -> u64 {
+        self.playout.queued_frames() as u64 * u64::from(PTIME_MS)
+    }
+
     /// One payload of audio from Asterisk, in the leg's format.
     pub fn handle_leg(&mut self, _now: Instant, payload: &[u8]) {
         if self.ended().is_some() {
@@ -439,10 +492,12 @@ impl StreamCore {
         if self.audio.len() == CLIENT_RING_FRAMES {
             self.audio.pop_front();
             self.stats.client_slow += 1;
+            self.totals.dropped += 1;
         }
         let message = self.encapsulate(payload);
         self.audio.push_back(Outbound::Binary(message));
         self.stats.to_client += 1;
+        self.totals.to_client += 1;
     }
 
     /// Asterisk closed the leg.
@@ -480,6 +535,15 @@ impl StreamCore {
         };
         if let Err(reason) = outcome {
             self.end(reason);
+            return;
+        }
+        if !self.xoff && !self.playout.has_room() {
+            self.xoff = true;
+            if self.config.spec.events {
+                self.emit(event(&ServerEvent::Xoff {
+                    queued_ms: self.queued_ms(),
+                }));
+            }
         }
     }
 
@@ -528,7 +592,10 @@ impl StreamCore {
                     });
                 }
                 // Wrong version, payload type or shape: dropped and counted, not fatal.
-                _ => self.stats.bad_client_rtp += 1,
+                _ => {
+                    self.stats.bad_client_rtp += 1;
+                    self.totals.dropped += 1;
+                }
             },
             Encapsulation::Sln => {
                 if self.client_format != SampleFormat::Ulaw && !bytes.len().is_multiple_of(2) {
@@ -589,6 +656,8 @@ impl StreamCore {
         match control {
             ClientControl::Clear => {
                 self.playout.clear();
+                // The audio did not finish playing: `cleared` says what happened to it.
+                self.played = false;
                 if self.config.spec.events {
                     self.emit(event(&ServerEvent::Cleared));
                 }
@@ -602,6 +671,16 @@ impl StreamCore {
             }
             ClientControl::Dtmf { digits } => self.request(Action::Dtmf(digits)),
             ClientControl::Stop => return Err(EndReason::Client),
+            ClientControl::Pause => self.paused = true,
+            ClientControl::Resume => self.paused = false,
+            // Answered with or without events: the client asked.
+            ClientControl::Status => self.emit(event(&ServerEvent::Status {
+                queued_ms: self.queued_ms(),
+                paused: self.paused,
+                frames_to_client: self.totals.to_client,
+                frames_to_asterisk: self.totals.to_asterisk,
+                frames_dropped: self.totals.dropped,
+            })),
         }
         Ok(())
     }

@@ -282,20 +282,100 @@ fn a_burst_is_played_one_frame_per_tick_without_loss() {
 }
 
 #[test]
-fn a_full_queue_stops_reading_the_client_until_it_drains() {
-    let mut h = Harness::sln(false);
+fn a_full_queue_stops_reading_the_client_until_it_falls_below_80_percent() {
+    let mut h = Harness::sln(true);
+    h.events();
     // max_queue_ms 200: ten frames fill it.
     h.binary(numbered_le(1, 9));
     assert!(h.core.wants_client());
+    assert!(h.events().is_empty());
     h.binary(numbered_le(10, 1));
     assert!(!h.core.wants_client(), "backpressure at the maximum");
-    h.run_until(at(20));
-    assert!(h.core.wants_client(), "one frame played: room again");
+    assert_eq!(
+        h.events(),
+        [serde_json::json!({"type":"xoff","queued_ms":200})]
+    );
+    // Nine, then eight frames queued: still at or above 80 %.
+    h.run_until(at(40));
+    assert!(!h.core.wants_client());
+    assert!(h.events().is_empty());
+    // Seven: below 80 %, the client is read again.
+    h.run_until(at(60));
+    assert!(h.core.wants_client());
+    assert_eq!(
+        h.events(),
+        [serde_json::json!({"type":"xon","queued_ms":140})]
+    );
     // Nothing the client sent was dropped.
     h.binary(numbered_le(11, 1));
     h.run_until(at(400));
     let played: Vec<_> = h.to_leg.iter().filter_map(|(_, f)| number_be(f)).collect();
     assert_eq!(played, (1..=11).collect::<Vec<_>>());
+}
+
+#[test]
+fn drained_is_said_each_time_the_queue_runs_empty_after_audio() {
+    let mut h = Harness::sln(true);
+    h.events();
+    h.run_until(at(100));
+    assert!(h.events().is_empty(), "silence alone drains nothing");
+    h.binary(numbered_le(1, 3));
+    h.run_until(at(140));
+    assert!(h.events().is_empty(), "two of three frames played");
+    h.run_until(at(160));
+    assert_eq!(types(&h.events()), ["drained"]);
+    h.run_until(at(300));
+    assert!(h.events().is_empty(), "once per emptying");
+    h.binary(numbered_le(4, 2));
+    h.run_until(at(400));
+    assert_eq!(types(&h.events()), ["drained"]);
+}
+
+#[test]
+fn pause_plays_silence_and_keeps_the_queue_and_its_marks() {
+    let mut h = Harness::sln(true);
+    h.events();
+    h.binary(numbered_le(1, 4));
+    h.text(r#"{"type":"mark","name":"m"}"#);
+    h.run_until(at(40));
+    h.text(r#"{"type":"pause"}"#);
+    h.run_until(at(200));
+    assert!(h.events().is_empty(), "the mark waits while paused");
+    assert_eq!(h.core.queued_frames(), 2);
+    h.text(r#"{"type":"status"}"#);
+    let status = h.events();
+    assert_eq!(status[0]["paused"], true);
+    assert_eq!(status[0]["queued_ms"], 40);
+    assert_eq!(status[0]["frames_to_asterisk"], 10);
+    h.text(r#"{"type":"resume"}"#);
+    h.run_until(at(260));
+    assert_eq!(types(&h.events()), ["mark", "drained"]);
+    let played: Vec<_> = h.to_leg.iter().map(|(_, f)| number_be(f)).collect();
+    let mut expected = vec![Some(1), Some(2)];
+    expected.extend(std::iter::repeat_n(None, 8));
+    expected.extend([Some(3), Some(4), None]);
+    assert_eq!(played, expected);
+}
+
+#[test]
+fn status_is_answered_even_without_events() {
+    let mut h = Harness::sln(false);
+    for _ in 0..3 {
+        h.core.handle_leg(h.now, &[0; SLIN_FRAME]);
+    }
+    h.run_until(at(60));
+    h.drain_client();
+    for _ in 0..(CLIENT_RING_FRAMES + 2) {
+        h.core.handle_leg(h.now, &[0; SLIN_FRAME]);
+    }
+    h.text(r#"{"type":"status"}"#);
+    assert_eq!(
+        h.events(),
+        [serde_json::json!({
+            "type": "status", "queued_ms": 0, "paused": false,
+            "frames_to_client": 30, "frames_to_asterisk": 3, "frames_dropped": 2,
+        })]
+    );
 }
 
 #[test]
