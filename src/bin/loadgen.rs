@@ -11,6 +11,8 @@
 //! ari-mediastream-loadgen --service 127.0.0.1:8080 --token KEY --ari-url http://127.0.0.1:18088 \
 //!     --app mediastream --streams 200 --seconds 30
 //! ```
+//!
+//! With `--sip N` the calls are real SIP calls instead, placed by sipp (see [`sip`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +23,10 @@ use ari_mediastream::ari::AriClient;
 use ari_mediastream::ari::rest::OriginateParams;
 use ari_mediastream::config::AriSettings;
 use clap::Parser;
+
+// The crate root of a binary looks for modules beside it, in src/bin/.
+#[path = "loadgen/sip.rs"]
+mod sip;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -54,6 +60,24 @@ struct Args {
     /// Processes whose CPU use over the sending period to report (the service, Asterisk).
     #[arg(long = "pid")]
     pids: Vec<u32>,
+    /// Real SIP calls instead of Local channels: sipp places this many PCMU calls into
+    /// Asterisk's `sipp` endpoint, each entering `--app`, and one stream is opened per call
+    /// (`--streams` is ignored).
+    #[arg(long, value_name = "CALLS")]
+    sip: Option<usize>,
+    /// Asterisk's PJSIP transport (`ASTERISK_SIP_PORT` of the sandbox).
+    #[arg(long, default_value = "127.0.0.1:15060")]
+    sip_target: SocketAddr,
+    /// Calls sipp places per second.
+    #[arg(long, default_value_t = 20)]
+    sip_rate: u64,
+    #[arg(long, default_value = "sipp")]
+    sipp: std::path::PathBuf,
+    #[arg(long, default_value = "bench/sip/uac-pcmu.xml")]
+    sip_scenario: std::path::PathBuf,
+    /// Where the pcap, sipp's output and its error log go (default: a new directory in /tmp).
+    #[arg(long)]
+    sip_workdir: Option<std::path::PathBuf>,
 }
 
 /// CPU seconds a process has used so far (user + system), from /proc.
@@ -247,9 +271,29 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Prints each process's CPU use: `used` seconds (None: unreadable) over `over` seconds.
+fn print_cpu(pids: &[u32], used: Vec<Option<f64>>, over: f64) {
+    for (pid, used) in pids.iter().zip(used) {
+        match used {
+            Some(used) => println!(
+                "cpu pid {pid}:   {:.1}% of one core while sending ({used:.2} s in {over:.1} s)",
+                100.0 * used / over,
+            ),
+            None => println!("cpu pid {pid}:   not readable"),
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = Arc::new(Args::parse());
+    if let Some(calls) = args.sip {
+        if let Err(e) = sip::run(args.clone(), calls).await {
+            eprintln!("loadgen: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let ari = AriClient::new(&AriSettings {
         url: args.ari_url.parse().expect("--ari-url is a URL"),
         username: args.ari_user.clone(),
@@ -345,15 +389,5 @@ async fn main() {
         percentile(&rtts, 0.99),
         rtts.last().copied().unwrap_or(f64::NAN),
     );
-    for (pid, used) in args.pids.iter().zip(cpu_used) {
-        match used {
-            Some(used) => println!(
-                "cpu pid {pid}:   {:.1}% of one core while sending ({:.2} s in {:.1} s)",
-                100.0 * used / sent_for,
-                used,
-                sent_for
-            ),
-            None => println!("cpu pid {pid}:   not readable"),
-        }
-    }
+    print_cpu(&args.pids, cpu_used, sent_for);
 }
