@@ -287,12 +287,20 @@ pub async fn run(args: Arc<Args>, calls: usize) -> Result<(), Box<dyn std::error
         ids.len(),
         args.seconds
     );
+    // Besides the given processes: sipp and this load generator, which share the machine
+    // (the last two).
+    let sipp_pid = sipp.id().unwrap_or(0);
+    let pids: Vec<u32> = args
+        .pids
+        .iter()
+        .copied()
+        .chain([sipp_pid, std::process::id()])
+        .collect();
     tokio::time::sleep_until(start).await;
-    let cpu_before: Vec<Option<f64>> = args.pids.iter().map(|p| cpu_seconds(*p)).collect();
+    let cpu_before: Vec<Option<f64>> = pids.iter().map(|p| cpu_seconds(*p)).collect();
     let measuring = Instant::now();
     tokio::time::sleep_until(end).await;
-    let cpu_used: Vec<Option<f64>> = args
-        .pids
+    let cpu_used: Vec<Option<f64>> = pids
         .iter()
         .zip(&cpu_before)
         .map(|(p, before)| Some(cpu_seconds(*p)? - (*before)?))
@@ -379,7 +387,11 @@ pub async fn run(args: Arc<Args>, calls: usize) -> Result<(), Box<dyn std::error
         percentile(&gaps, 0.99),
         gaps.last().copied().unwrap_or(f64::NAN),
     );
-    print_cpu(&args.pids, cpu_used, measured_for);
+    println!(
+        "cpu:            the last two are sipp ({sipp_pid}) and this load generator ({})",
+        std::process::id()
+    );
+    print_cpu(&pids, cpu_used, measured_for);
     println!("sipp:           {sipp_status}; {left} SIP channels were left and hung up");
     Ok(())
 }
