@@ -90,6 +90,28 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// CPU seconds the whole machine has been busy so far (all cores, every process), from
+/// /proc/stat: the machine may be shared with other work, which this shows.
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: f64 = fields
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    Some(busy / 100.0)
+}
+
 /// A frame's stamp is 24 bits (4 of magic, 6 of stream number, 14 of sequence number), each
 /// as the sign of a block of [`BLOCK`] loud samples: slow enough (under 700 Hz) to pass the
 /// filters and μ-law conversions a call may put on the way.
@@ -271,8 +293,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Prints each process's CPU use: `used` seconds (None: unreadable) over `over` seconds.
-fn print_cpu(pids: &[u32], used: Vec<Option<f64>>, over: f64) {
+/// Prints each process's CPU use: `used` seconds (None: unreadable) over `over` seconds, then
+/// the whole machine's (`machine` busy seconds).
+fn print_cpu(pids: &[u32], used: Vec<Option<f64>>, machine: Option<f64>, over: f64) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(busy) = machine {
+        println!(
+            "cpu machine:    {:.1}% of one core ({cores} cores), all processes, others' included",
+            100.0 * busy / over
+        );
+    }
     for (pid, used) in pids.iter().zip(used) {
         match used {
             Some(used) => println!(
@@ -343,6 +373,7 @@ async fn main() {
     );
     tokio::time::sleep_until(start_at).await;
     let cpu_before: Vec<Option<f64>> = args.pids.iter().map(|p| cpu_seconds(*p)).collect();
+    let machine_before = machine_busy_seconds();
     let sending = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let cpu_used: Vec<Option<f64>> = args
@@ -351,6 +382,9 @@ async fn main() {
         .zip(&cpu_before)
         .map(|(p, before)| Some(cpu_seconds(*p)? - (*before)?))
         .collect();
+    let machine = machine_busy_seconds()
+        .zip(machine_before)
+        .map(|(a, b)| a - b);
     let sent_for = sending.elapsed().as_secs_f64();
     let mut rtts = Vec::new();
     while let Some(result) = tasks.join_next().await {
@@ -389,5 +423,5 @@ async fn main() {
         percentile(&rtts, 0.99),
         rtts.last().copied().unwrap_or(f64::NAN),
     );
-    print_cpu(&args.pids, cpu_used, sent_for);
+    print_cpu(&args.pids, cpu_used, machine, sent_for);
 }
