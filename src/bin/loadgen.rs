@@ -11,6 +11,8 @@
 //! ari-mediastream-loadgen --service 127.0.0.1:8080 --token KEY --ari-url http://127.0.0.1:18088 \
 //!     --app mediastream --streams 200 --seconds 30
 //! ```
+//!
+//! With `--sip N` the calls are real SIP calls instead, placed by sipp (see [`sip`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +23,10 @@ use ari_mediastream::ari::AriClient;
 use ari_mediastream::ari::rest::OriginateParams;
 use ari_mediastream::config::AriSettings;
 use clap::Parser;
+
+// The crate root of a binary looks for modules beside it, in src/bin/.
+#[path = "loadgen/sip.rs"]
+mod sip;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -54,6 +60,24 @@ struct Args {
     /// Processes whose CPU use over the sending period to report (the service, Asterisk).
     #[arg(long = "pid")]
     pids: Vec<u32>,
+    /// Real SIP calls instead of Local channels: sipp places this many PCMU calls into
+    /// Asterisk's `sipp` endpoint, each entering `--app`, and one stream is opened per call
+    /// (`--streams` is ignored).
+    #[arg(long, value_name = "CALLS")]
+    sip: Option<usize>,
+    /// Asterisk's PJSIP transport (`ASTERISK_SIP_PORT` of the sandbox).
+    #[arg(long, default_value = "127.0.0.1:15060")]
+    sip_target: SocketAddr,
+    /// Calls sipp places per second.
+    #[arg(long, default_value_t = 20)]
+    sip_rate: u64,
+    #[arg(long, default_value = "sipp")]
+    sipp: std::path::PathBuf,
+    #[arg(long, default_value = "bench/sip/uac-pcmu.xml")]
+    sip_scenario: std::path::PathBuf,
+    /// Where the pcap, sipp's output and its error log go (default: a new directory in /tmp).
+    #[arg(long)]
+    sip_workdir: Option<std::path::PathBuf>,
 }
 
 /// CPU seconds a process has used so far (user + system), from /proc.
@@ -64,6 +88,28 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
+}
+
+/// CPU seconds the whole machine has been busy so far (all cores, every process), from
+/// /proc/stat: the machine may be shared with other work, which this shows.
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: f64 = fields
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    Some(busy / 100.0)
 }
 
 /// A frame's stamp is 24 bits (4 of magic, 6 of stream number, 14 of sequence number), each
@@ -247,9 +293,37 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Prints each process's CPU use: `used` seconds (None: unreadable) over `over` seconds, then
+/// the whole machine's (`machine` busy seconds).
+fn print_cpu(pids: &[u32], used: Vec<Option<f64>>, machine: Option<f64>, over: f64) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(busy) = machine {
+        println!(
+            "cpu machine:    {:.1}% of one core ({cores} cores), all processes, others' included",
+            100.0 * busy / over
+        );
+    }
+    for (pid, used) in pids.iter().zip(used) {
+        match used {
+            Some(used) => println!(
+                "cpu pid {pid}:   {:.1}% of one core while sending ({used:.2} s in {over:.1} s)",
+                100.0 * used / over,
+            ),
+            None => println!("cpu pid {pid}:   not readable"),
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = Arc::new(Args::parse());
+    if let Some(calls) = args.sip {
+        if let Err(e) = sip::run(args.clone(), calls).await {
+            eprintln!("loadgen: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let ari = AriClient::new(&AriSettings {
         url: args.ari_url.parse().expect("--ari-url is a URL"),
         username: args.ari_user.clone(),
@@ -299,6 +373,7 @@ async fn main() {
     );
     tokio::time::sleep_until(start_at).await;
     let cpu_before: Vec<Option<f64>> = args.pids.iter().map(|p| cpu_seconds(*p)).collect();
+    let machine_before = machine_busy_seconds();
     let sending = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let cpu_used: Vec<Option<f64>> = args
@@ -307,6 +382,9 @@ async fn main() {
         .zip(&cpu_before)
         .map(|(p, before)| Some(cpu_seconds(*p)? - (*before)?))
         .collect();
+    let machine = machine_busy_seconds()
+        .zip(machine_before)
+        .map(|(a, b)| a - b);
     let sent_for = sending.elapsed().as_secs_f64();
     let mut rtts = Vec::new();
     while let Some(result) = tasks.join_next().await {
@@ -345,15 +423,5 @@ async fn main() {
         percentile(&rtts, 0.99),
         rtts.last().copied().unwrap_or(f64::NAN),
     );
-    for (pid, used) in args.pids.iter().zip(cpu_used) {
-        match used {
-            Some(used) => println!(
-                "cpu pid {pid}:   {:.1}% of one core while sending ({:.2} s in {:.1} s)",
-                100.0 * used / sent_for,
-                used,
-                sent_for
-            ),
-            None => println!("cpu pid {pid}:   not readable"),
-        }
-    }
+    print_cpu(&args.pids, cpu_used, machine, sent_for);
 }
