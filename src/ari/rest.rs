@@ -1,5 +1,5 @@
 //! A thin typed client for ARI's REST resources. One method per Asterisk operation; no state
-//! beyond the connection pool, no retries (callers decide).
+//! beyond the connection pool and a bound on requests in flight, no retries (callers decide).
 
 use std::time::Duration;
 
@@ -18,9 +18,12 @@ pub enum AriError {
     /// Asterisk answered with an error status.
     #[error("Asterisk answered {status}: {message}")]
     Status { status: StatusCode, message: String },
-    /// Asterisk answered 2xx with a body that is not what ARI documents.
+    /// Asterisk's answer broke off.
     #[error("Asterisk's answer could not be read: {0}")]
     Decode(#[source] reqwest::Error),
+    /// Asterisk answered 2xx with a body that is not what ARI documents.
+    #[error("Asterisk's answer is not what ARI documents: {0}")]
+    Unreadable(#[source] serde_json::Error),
 }
 
 /// What an [`AriError`] means for the caller, so that callers match on meaning rather than on
@@ -86,9 +89,17 @@ pub struct OriginateParams<'a> {
     pub variables: &'a [(&'a str, &'a str)],
 }
 
+/// Requests in flight at once, at most. Asterisk's HTTP server serves at most `sessionlimit`
+/// connections (100 by default), the event socket and other ARI clients included; past it,
+/// requests fail as if Asterisk were down. A burst (thousands of streams ending together) waits
+/// its turn instead.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 32;
+
 #[derive(Clone, Debug)]
 pub struct AriClient {
     http: reqwest::Client,
+    /// One permit per request in flight, held until its answer has been read.
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
     /// `<ari.url>/ari/`, always ending in a slash so that joins append.
     base: reqwest::Url,
     username: String,
@@ -104,10 +115,12 @@ impl AriClient {
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(MAX_REQUESTS_IN_FLIGHT)
             .build()
             .expect("a client without custom TLS roots always builds");
         AriClient {
             http,
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
             base,
             username: settings.username.clone(),
             password: settings.password.clone(),
@@ -145,11 +158,14 @@ impl AriClient {
             .basic_auth(&self.username, Some(&self.password))
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, AriError> {
+    /// Sends a request and reads its whole answer, within the bound on requests in flight.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<bytes::Bytes, AriError> {
+        // The semaphore is never closed: acquiring fails only if it were.
+        let _permit = self.in_flight.acquire().await.ok();
         let resp = req.send().await.map_err(AriError::Unavailable)?;
         let status = resp.status();
         if status.is_success() {
-            return Ok(resp);
+            return resp.bytes().await.map_err(AriError::Decode);
         }
         let body = resp.text().await.unwrap_or_default();
         let message = serde_json::from_str::<serde_json::Value>(&body)
@@ -160,7 +176,8 @@ impl AriClient {
     }
 
     async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, AriError> {
-        self.send(req).await?.json().await.map_err(AriError::Decode)
+        let body = self.send(req).await?;
+        serde_json::from_slice(&body).map_err(AriError::Unreadable)
     }
 
     async fn empty(&self, req: reqwest::RequestBuilder) -> Result<(), AriError> {

@@ -732,7 +732,7 @@ impl Worker {
                     .inc_by(n);
             }
         };
-        drops("bad_rtp", &mut self.foreign);
+        drops("unknown_source", &mut self.foreign);
         drops("leg_send_failed", &mut self.unsent);
     }
 }
