@@ -62,6 +62,10 @@ const UDP_BUFFER: usize = 8 * 1024 * 1024;
 /// How far ahead of the timer a stream's clock is set, so that each tick finds exactly one
 /// frame due however the two clocks' readings fall.
 const CLOCK_LEAD: Duration = Duration::from_micros(20);
+/// Least time between two reads of the media socket while datagrams keep coming: under load
+/// the thread wakes at most 2,000 times a second however many streams it serves, and a
+/// datagram waits at most this long. A datagram after a quiet spell is read at once.
+const RECEIVE_GAP: Duration = Duration::from_micros(500);
 /// How long the last messages may take to reach a client once its stream has ended.
 const DRAIN: Duration = Duration::from_millis(500);
 /// Ticks between two reports of a stream's counters to the shared metrics (one second).
@@ -375,6 +379,44 @@ impl AsRawFd for Timer {
     }
 }
 
+/// Waits for `timer` to expire; returns how many times it has since it was last read (more
+/// than one after a stall).
+async fn wait(timer: &AsyncFd<Timer>, period: Duration) -> u32 {
+    loop {
+        let Ok(mut guard) = timer.readable().await else {
+            // A timer cannot fail once armed; should it, fall back to the runtime's.
+            tokio::time::sleep(period).await;
+            return 1;
+        };
+        let mut count = [0u8; 8];
+        match guard.try_io(|fd| {
+            nix::unistd::read(&fd.get_ref().0, &mut count).map_err(std::io::Error::from)
+        }) {
+            Ok(Ok(8)) => return u32::try_from(u64::from_ne_bytes(count)).unwrap_or(1).max(1),
+            Ok(_) => return 1,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// Arms `timer` to expire once, `after` from now.
+fn arm(timer: &AsyncFd<Timer>, after: Duration) -> nix::Result<()> {
+    let after = after.max(Duration::from_micros(1));
+    timer.get_ref().0.set(
+        Expiration::OneShot(TimeSpec::from_duration(after)),
+        TimerSetTimeFlags::empty(),
+    )
+}
+
+/// A timer on the monotonic clock, read through the reactor.
+fn new_timer() -> std::io::Result<AsyncFd<Timer>> {
+    let fd = TimerFd::new(
+        ClockId::CLOCK_MONOTONIC,
+        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+    )?;
+    register(Timer(fd))
+}
+
 /// Registers the timer with the reactor. The safe constructor is deprecated because it cannot
 /// stop the file descriptor being closed while registered; here the registration owns the
 /// timer, which owns its descriptor, so nothing else can close it.
@@ -423,7 +465,10 @@ impl SendBatch {
 
 struct Worker {
     udp: tokio::net::UdpSocket,
+    /// The 20 ms grid.
     timer: AsyncFd<Timer>,
+    /// Ends a pause in reading the media socket (see [`RECEIVE_GAP`]).
+    nap: AsyncFd<Timer>,
     /// The instant of the timer's next tick (the grid on which every stream's clock runs).
     next_tick: Instant,
     streams: Vec<Option<Entry>>,
@@ -445,22 +490,20 @@ struct Worker {
 impl Worker {
     fn new(socket: std::net::UdpSocket, metrics: Arc<Metrics>) -> std::io::Result<Worker> {
         let udp = tokio::net::UdpSocket::from_std(socket)?;
-        let timer = TimerFd::new(
-            ClockId::CLOCK_MONOTONIC,
-            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-        )?;
+        let timer = new_timer()?;
         // Instant is CLOCK_MONOTONIC too: read both together to place the grid in each.
         let mono = clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
         let next_tick = Instant::now() + PTIME;
         let first = mono + TimeSpec::from_duration(PTIME);
-        timer.set(
+        timer.get_ref().0.set(
             Expiration::IntervalDelayed(first, TimeSpec::from_duration(PTIME)),
             TimerSetTimeFlags::TFD_TIMER_ABSTIME,
         )?;
         let batch = || vec![[0u8; MAX_DATAGRAM]; BATCH].into_boxed_slice();
         Ok(Worker {
             udp,
-            timer: register(Timer(timer))?,
+            timer,
+            nap: new_timer()?,
             next_tick,
             streams: Vec::new(),
             vacant: Vec::new(),
@@ -490,42 +533,40 @@ impl Worker {
         shutdown: CancellationToken,
     ) {
         let mut open = true;
+        // While set, the media socket is read when the nap timer fires rather than as soon as
+        // a datagram arrives (see [`RECEIVE_GAP`]).
+        let mut napping = false;
+        let mut last_receive = Instant::now();
         while open || !self.by_peer.is_empty() || self.streams.iter().any(Option::is_some) {
             tokio::select! {
                 biased;
-                ticks = self.wait_tick() => {
+                ticks = wait(&self.timer, PTIME) => {
                     let now = Instant::now();
                     self.next_tick += PTIME * ticks;
                     self.tick(now, shutdown.is_cancelled());
                 }
-                ready = self.udp.readable() => {
-                    if ready.is_ok() {
-                        self.receive(Instant::now());
+                _ = wait(&self.nap, RECEIVE_GAP), if napping => {
+                    napping = false;
+                    last_receive = Instant::now();
+                    self.receive(last_receive);
+                }
+                ready = self.udp.readable(), if !napping => {
+                    let now = Instant::now();
+                    let since = now.duration_since(last_receive);
+                    if ready.is_ok() && since >= RECEIVE_GAP {
+                        last_receive = now;
+                        self.receive(now);
+                    } else if arm(&self.nap, RECEIVE_GAP - since).is_ok() {
+                        // Datagrams keep coming: let more arrive, then read them together.
+                        napping = true;
+                    } else {
+                        self.receive(now);
                     }
                 }
                 attach = inbox.recv(), if open => match attach {
                     Some(attach) => self.attach(attach),
                     None => open = false,
                 },
-            }
-        }
-    }
-
-    /// Waits for the timer; returns how many ticks have passed (more than one after a stall).
-    async fn wait_tick(&self) -> u32 {
-        loop {
-            let Ok(mut guard) = self.timer.readable().await else {
-                // The timer cannot fail once armed; should it, fall back to the runtime's.
-                tokio::time::sleep(PTIME).await;
-                return 1;
-            };
-            let mut count = [0u8; 8];
-            match guard.try_io(|fd| {
-                nix::unistd::read(&fd.get_ref().0, &mut count).map_err(std::io::Error::from)
-            }) {
-                Ok(Ok(8)) => return u32::try_from(u64::from_ne_bytes(count)).unwrap_or(1).max(1),
-                Ok(_) => return 1,
-                Err(_would_block) => continue,
             }
         }
     }
