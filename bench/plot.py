@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Plots of a benchmark label's CSV (written by asterisk-sim through bench/run).
+"""Plots of benchmark labels' CSVs (written by asterisk-sim through bench/run).
 
     python3 bench/plot.py bench/results/before.csv
+    python3 bench/plot.py bench/results/before.csv bench/results/after.csv
 
-writes next to it <label>-cpu.png (relay CPU per stream vs N, service and floor) and
-<label>-latency.png (Asterisk->client p99 and client->Asterisk lateness p99 vs N).
+With one CSV, writes next to it <label>-cpu.png (relay CPU per stream vs N, service and floor)
+and <label>-latency.png (Asterisk->client p99 and client->Asterisk lateness p99 vs N). With
+several, draws them together (each series named by its label) into
+<first label>-vs-<last label>-cpu.png and -latency.png.
 Needs matplotlib (pip install matplotlib).
 """
 
@@ -67,45 +70,52 @@ def mark_lossy(ax, data, keys):
 
 
 def main():
-    if len(sys.argv) != 2:
+    paths = sys.argv[1:]
+    if not paths:
         sys.exit(__doc__)
-    path = sys.argv[1]
-    base = os.path.splitext(path)[0]
-    label = os.path.basename(base)
-    data = load(path)
+    labels = [os.path.basename(os.path.splitext(p)[0]) for p in paths]
+    folder = os.path.dirname(paths[0])
+    name = labels[0] if len(paths) == 1 else f"{labels[0]}-vs-{labels[-1]}"
+    base = os.path.join(folder, name)
     names = {"service": "ari-mediastream", "floor": "bare forwarder (floor)"}
+    # Series keyed by (label, target): one label plots as before, several are told apart.
+    data = {}
+    for label, path in zip(labels, paths):
+        for target, rows in load(path).items():
+            shown = names.get(target, target)
+            data[shown if len(paths) == 1 else f"{label}: {shown}"] = rows
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for target, rows in data.items():
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for series_name, rows in data.items():
         xs, ys = series(rows, "cpu_pct_per_stream")
-        ax.plot(xs, ys, marker="o", label=names.get(target, target))
+        ax.plot(xs, ys, marker="o", label=series_name)
     mark_lossy(ax, data, ["cpu_pct_per_stream"])
     ax.axhline(0.07, color="grey", linestyle="--", label="target 0.07 %")
     ax.set_xlabel("two-way streams (N)")
     ax.set_ylabel("relay CPU per stream, % of one core")
-    ax.set_title(f"CPU per stream vs N ({label}; SIMULATED Asterisk, 2 cores)")
+    ax.set_title(f"CPU per stream vs N ({name}; SIMULATED Asterisk, 2 cores)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(f"{base}-cpu.png", dpi=110)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for target, rows in data.items():
-        name = names.get(target, target)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for series_name, rows in data.items():
         xs, ys = series(rows, "a2c_p99_ms")
-        ax.plot(xs, ys, marker="o", label=f"{name}: Asterisk→client p99")
+        ax.plot(xs, ys, marker="o", label=f"{series_name}: Asterisk→client p99")
         xs, ys = series(rows, "c2a_late_p99_ms")
-        ax.plot(xs, ys, marker="s", linestyle=":", label=f"{name}: client→Asterisk lateness p99")
+        ax.plot(xs, ys, marker="s", linestyle=":",
+                label=f"{series_name}: client→Asterisk lateness p99")
     mark_lossy(ax, data, ["a2c_p99_ms", "c2a_late_p99_ms"])
     ax.axhline(2, color="grey", linestyle="--", label="target A→C p99 2 ms")
     ax.axhline(1, color="grey", linestyle="-.", label="target lateness p99 1 ms")
     ax.set_yscale("log")
     ax.set_xlabel("two-way streams (N)")
     ax.set_ylabel("ms (log)")
-    ax.set_title(f"Latency p99 vs N ({label}; SIMULATED Asterisk, 2 cores)")
+    ax.set_title(f"Latency p99 vs N ({name}; SIMULATED Asterisk, 2 cores)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(f"{base}-latency.png", dpi=110)
     print(f"{base}-cpu.png {base}-latency.png")

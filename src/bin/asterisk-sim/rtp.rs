@@ -14,7 +14,12 @@
 //!   scheduling delay is included, so lateness figures are upper bounds).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
+
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
+use nix::sys::time::TimeValLike;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -345,6 +350,11 @@ fn recv_loop(sockets: &[UdpSocket], slots: &Slots, stop: &AtomicBool) -> RecvRep
         }
     };
     for (slot, socket) in sockets.iter().enumerate() {
+        // The kernel stamps each datagram as it arrives: the sender's timing, not this
+        // thread's scheduling (on loopback, the moment the service sent it).
+        if setsockopt(socket, sockopt::ReceiveTimestampns, &true).is_err() {
+            report.recv_errors += 1;
+        }
         let event = EpollEvent::new(EpollFlags::EPOLLIN, slot as u64);
         if epoll.add(socket.as_fd(), event).is_err() {
             report.recv_errors += 1;
@@ -360,7 +370,7 @@ fn recv_loop(sockets: &[UdpSocket], slots: &Slots, stop: &AtomicBool) -> RecvRep
         for event in &events[..ready] {
             let slot = event.data() as usize;
             loop {
-                let (len, from) = match sockets[slot].recv_from(&mut buf) {
+                let (len, from, received) = match recv_stamped(&sockets[slot], &mut buf) {
                     Ok(got) => got,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(_) => {
@@ -368,8 +378,7 @@ fn recv_loop(sockets: &[UdpSocket], slots: &Slots, stop: &AtomicBool) -> RecvRep
                         break;
                     }
                 };
-                let received = now_ns();
-                if from != SocketAddr::V4(slots.slots[slot].dest()) {
+                if from != Some(SocketAddr::V4(slots.slots[slot].dest())) {
                     report.unknown_source += 1;
                     continue;
                 }
@@ -453,4 +462,37 @@ fn receive(
             c.garbage.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Receives one datagram with the kernel's arrival stamp, turned into [`now_ns`] time: the
+/// stamp is on the wall clock, so its age (wall clock now minus stamp) is taken from now.
+/// Without a stamp, the time of the read.
+fn recv_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, Option<SocketAddr>, u64)> {
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let msg = recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .map_err(std::io::Error::from)?;
+    let now = now_ns();
+    let from = msg
+        .address
+        .and_then(|a| a.as_sockaddr_in().map(|v4| SocketAddr::V4((*v4).into())));
+    let mut received = now;
+    if let Ok(mut cmsgs) = msg.cmsgs()
+        && let Some(ControlMessageOwned::ScmTimestampns(stamp)) = cmsgs.next()
+    {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let age = (wall - stamp.num_nanoseconds()).max(0) as u64;
+        received = now.saturating_sub(age);
+    }
+    Ok((msg.bytes, from, received))
 }
