@@ -51,8 +51,6 @@ use crate::codec::rtp::{self, RtpSender};
 use crate::domain::FRAME_SAMPLES;
 use crate::telemetry::{Metrics, ReasonLabels};
 
-/// Streams a worker takes before the next one is used (see [`Workers::choose`]).
-const PACK: usize = 250;
 /// Datagrams read or sent per system call.
 const BATCH: usize = 64;
 /// Largest datagram read: a 20 ms frame is 172 to 652 bytes, anything much larger is not ours.
@@ -142,16 +140,15 @@ impl Workers {
         Ok(Workers { workers })
     }
 
-    /// A worker for a new stream: the first with fewer than [`PACK`] streams, else the least
-    /// loaded. Packing few streams on one worker keeps the others asleep: a worker's wake-ups
-    /// cost about the same whether it serves ten streams or a hundred.
+    /// A worker for a new stream: the least loaded. (Packing streams on few workers, to let the
+    /// others sleep, cost more than it saved when measured: one thread then takes every
+    /// datagram's wake-up.)
     pub fn choose(&self) -> usize {
-        let loads = self.workers.iter().map(|w| w.load.load(Ordering::Relaxed));
-        loads
-            .clone()
-            .position(|load| load < PACK)
-            .or_else(|| loads.enumerate().min_by_key(|(_, load)| *load).map(|(i, _)| i))
-            .unwrap_or(0)
+        self.workers
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, w)| w.load.load(Ordering::Relaxed))
+            .map_or(0, |(i, _)| i)
     }
 
     /// The address Asterisk must send worker `index`'s streams to.
