@@ -23,8 +23,16 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub limits: LimitSettings,
     pub external_media: ExternalMediaSettings,
+    pub twilio: TwilioSettings,
     /// Action lists by name, run when a call enters the application with `flow=<name>`.
     pub flows: BTreeMap<String, Vec<FlowAction>>,
+}
+
+/// What `encapsulation=twilio` streams say of themselves (SPEC §9.2).
+#[derive(Debug, Clone)]
+pub struct TwilioSettings {
+    /// The `accountSid` reported in `start` and `stop`.
+    pub account_sid: String,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +193,7 @@ struct Raw {
     auth: RawAuth,
     limits: RawLimits,
     external_media: RawExternalMedia,
+    twilio: RawTwilio,
     /// Flow definitions: `[[flows.<name>]]` tables of `type` and `option`.
     flows: BTreeMap<String, Vec<ActionBody>>,
 }
@@ -281,6 +290,20 @@ impl Default for RawLimits {
 struct RawExternalMedia {
     allowed_hosts: Vec<String>,
     retention_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawTwilio {
+    account_sid: String,
+}
+
+impl Default for RawTwilio {
+    fn default() -> Self {
+        RawTwilio {
+            account_sid: "AC00000000000000000000000000000000".into(),
+        }
+    }
 }
 
 impl Default for RawExternalMedia {
@@ -422,6 +445,13 @@ impl Settings {
                 "must be at most 64 and at most the number of ports in media.rtp_ports",
             ));
         }
+        let sid = &raw.twilio.account_sid;
+        if !(2..=64).contains(&sid.len()) || !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(invalid(
+                "twilio.account_sid",
+                "must be 2 to 64 letters and digits",
+            ));
+        }
         if !(20..=1000).contains(&raw.media.jitter_ms) {
             return Err(invalid("media.jitter_ms", "must be within 20..=1000"));
         }
@@ -539,6 +569,9 @@ impl Settings {
             external_media: ExternalMediaSettings {
                 allowed_hosts,
                 retention: std::time::Duration::from_secs(raw.external_media.retention_secs),
+            },
+            twilio: TwilioSettings {
+                account_sid: raw.twilio.account_sid,
             },
             flows,
         })

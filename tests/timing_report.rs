@@ -89,6 +89,8 @@ async fn frames_reach_asterisk_every_20_ms_while_the_client_sends_in_bursts() {
         jitter_ms: 40,
         max_queue_ms: 10_000,
         expires_at: None,
+        parameters: Default::default(),
+        account_sid: "AC1".into(),
     };
     let (_signals_tx, signals) = tokio::sync::mpsc::unbounded_channel();
     let (actions, _actions_rx) = tokio::sync::mpsc::channel(4);

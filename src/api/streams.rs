@@ -16,6 +16,11 @@ use crate::domain::{CallId, ConferenceId, Encapsulation, Resource};
 use crate::session::StreamRequest;
 
 type Upgrade = Result<super::upgrade::Upgrade, NotAnUpgrade>;
+
+/// Query parameters the service reads; any other is the client's own.
+const OWN_PARAMETERS: [&str; 4] = ["encapsulation", "format", "events", "token"];
+/// The client's own parameters kept at most (the query string is bounded before this).
+const MAX_PARAMETERS: usize = 32;
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
 pub async fn call(
@@ -66,11 +71,11 @@ fn parse_request(
     let encapsulation: Encapsulation = params
         .get("encapsulation")
         .ok_or_else(|| {
-            ApiError::invalid_argument("encapsulation is required: rtp, sln or audiosocket")
+            ApiError::invalid_argument("encapsulation is required: rtp, sln, audiosocket or twilio")
         })?
         .parse()
         .map_err(|()| {
-            ApiError::invalid_argument("encapsulation must be rtp, sln or audiosocket")
+            ApiError::invalid_argument("encapsulation must be rtp, sln, audiosocket or twilio")
         })?;
     let format = match params.get("format") {
         None => encapsulation.default_format(),
@@ -90,6 +95,13 @@ fn parse_request(
         Some("true") | Some("1") => true,
         Some(_) => return Err(ApiError::invalid_argument("events must be true or false")),
     };
+    // What the service does not read itself belongs to the client (Twilio's customParameters).
+    let parameters = params
+        .iter()
+        .filter(|(k, _)| !OWN_PARAMETERS.contains(&k.as_str()))
+        .take(MAX_PARAMETERS)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     Ok(StreamRequest {
         resource,
         encapsulation,
@@ -99,5 +111,6 @@ fn parse_request(
         expires_at: principal
             .expires_at
             .and_then(|exp| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(exp))),
+        parameters,
     })
 }

@@ -5,3 +5,4 @@ pub mod audiosocket;
 pub mod control;
 pub mod g711;
 pub mod rtp;
+pub mod twilio;

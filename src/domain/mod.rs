@@ -100,6 +100,8 @@ pub enum Encapsulation {
     Sln,
     /// AudioSocket frames.
     Audiosocket,
+    /// Twilio Media Streams: JSON text messages, μ-law in base64.
+    Twilio,
 }
 
 impl Encapsulation {
@@ -108,19 +110,24 @@ impl Encapsulation {
             Encapsulation::Rtp => "rtp",
             Encapsulation::Sln => "sln",
             Encapsulation::Audiosocket => "audiosocket",
+            Encapsulation::Twilio => "twilio",
         }
     }
 
     pub fn default_format(self) -> Format {
         match self {
-            Encapsulation::Rtp => Format::Ulaw,
+            Encapsulation::Rtp | Encapsulation::Twilio => Format::Ulaw,
             Encapsulation::Sln | Encapsulation::Audiosocket => Format::Slin,
         }
     }
 
     /// Whether the client may ask for `format` with this encapsulation.
     pub fn allows(self, format: Format) -> bool {
-        !(self == Encapsulation::Audiosocket && format != Format::Slin)
+        match self {
+            Encapsulation::Audiosocket => format == Format::Slin,
+            Encapsulation::Twilio => format == Format::Ulaw,
+            Encapsulation::Rtp | Encapsulation::Sln => true,
+        }
     }
 }
 
@@ -131,6 +138,7 @@ impl std::str::FromStr for Encapsulation {
             "rtp" => Ok(Encapsulation::Rtp),
             "sln" => Ok(Encapsulation::Sln),
             "audiosocket" => Ok(Encapsulation::Audiosocket),
+            "twilio" => Ok(Encapsulation::Twilio),
             _ => Err(()),
         }
     }

@@ -27,7 +27,7 @@
 //! (1008); client audio towards Asterisk is queued up to `max_queue_ms`, past which the core
 //! stops wanting client input, so nothing the client sent is dropped.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -36,6 +36,7 @@ use super::{Inbound, Outbound};
 use crate::codec::audiosocket::{self, Kind};
 use crate::codec::control::{ClientControl, ServerEvent, parse_control};
 use crate::codec::rtp::{self, RtpSender};
+use crate::codec::twilio;
 use crate::domain::{Encapsulation, FRAME_SAMPLES, Format, PTIME_MS, Resource, SAMPLE_RATE};
 use crate::media::pacer::Pacer;
 use crate::media::playout::{Playout, Popped};
@@ -78,6 +79,11 @@ pub struct StreamSpec {
     pub max_queue_ms: u32,
     /// When the client's token expires (wall clock): the stream ends with 1008 then.
     pub expires_at: Option<SystemTime>,
+    /// The client's own parameters, which the service does not use itself: Twilio's
+    /// `customParameters`.
+    pub parameters: BTreeMap<String, String>,
+    /// The `accountSid` a Twilio stream reports (`twilio.account_sid`).
+    pub account_sid: String,
 }
 
 impl StreamSpec {
@@ -214,6 +220,8 @@ pub struct Stats {
     pub client_slow: u64,
     /// DTMF requests dropped because the session had too many waiting.
     pub dtmf_backlog: u64,
+    /// Client messages of a protocol the service does not act on (Twilio's other events).
+    pub ignored: u64,
     /// The clock's latest wake-up behind its deadline.
     pub worst_lateness: Duration,
 }
@@ -267,6 +275,26 @@ pub struct StreamCore {
     played: bool,
     /// Totals since the start, for `status`.
     totals: Totals,
+    /// A Twilio Media Streams stream's numbering; `None` for the other encapsulations.
+    twilio: Option<TwilioState>,
+}
+
+/// What a Twilio stream counts and says of itself.
+#[derive(Debug)]
+struct TwilioState {
+    /// The `sequenceNumber` of the last message sent (`start` is 1).
+    seq: u64,
+    /// The `chunk` of the last media message sent (the first is 1).
+    chunk: u64,
+    stream_sid: String,
+    call_sid: String,
+}
+
+impl TwilioState {
+    fn next(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
 }
 
 /// Frame counts since the stream started.
@@ -321,8 +349,13 @@ impl StreamCore {
             paused: false,
             played: false,
             totals: Totals::default(),
+            twilio: None,
             config,
         };
+        if core.config.spec.encapsulation == Encapsulation::Twilio {
+            core.start_twilio();
+            return core;
+        }
         if core.config.spec.events {
             core.send_started();
         }
@@ -356,7 +389,19 @@ impl StreamCore {
         if self.ended().is_some() {
             return;
         }
-        self.events.extend(reason.farewell(self.config.spec.events));
+        if let Some(t) = self.twilio.as_mut() {
+            let seq = t.next();
+            let who = twilio::Identity {
+                account_sid: &self.config.spec.account_sid,
+                stream_sid: &t.stream_sid,
+                call_sid: &t.call_sid,
+            };
+            self.events
+                .push_back(Outbound::Text(twilio::stop(seq, &who)));
+            self.events.extend(reason.farewell(false));
+        } else {
+            self.events.extend(reason.farewell(self.config.spec.events));
+        }
         self.audio.clear();
         self.phase = Phase::Ended(reason);
     }
@@ -427,14 +472,17 @@ impl StreamCore {
         let popped = self.playout.pop_frame(&mut self.frame, &mut self.marks);
         self.pending_marks = self.pending_marks.saturating_sub(self.marks.len());
         self.played |= popped == Popped::Audio;
-        let events = self.config.spec.events;
-        if events {
-            for i in 0..self.marks.len() {
-                let mark = event(&ServerEvent::Mark {
+        // The flow-control events are not part of the Twilio protocol; its marks are.
+        let events = self.config.spec.events && self.twilio.is_none();
+        for i in 0..self.marks.len() {
+            let mark = match self.twilio.as_mut() {
+                Some(t) => Outbound::Text(twilio::mark(t.next(), &t.stream_sid, &self.marks[i])),
+                None if events => event(&ServerEvent::Mark {
                     name: &self.marks[i],
-                });
-                self.emit(mark);
-            }
+                }),
+                None => continue,
+            };
+            self.emit(mark);
         }
         let queued = self.playout.queued_frames();
         if self.xoff && queued * 5 < self.max_frames * 4 {
@@ -494,8 +542,11 @@ impl StreamCore {
             self.stats.client_slow += 1;
             self.totals.dropped += 1;
         }
-        let message = self.encapsulate(payload);
-        self.audio.push_back(Outbound::Binary(message));
+        let message = match self.twilio.is_some() {
+            true => self.twilio_media(payload),
+            false => Outbound::Binary(self.encapsulate(payload)),
+        };
+        self.audio.push_back(message);
         self.stats.to_client += 1;
         self.totals.to_client += 1;
     }
@@ -511,11 +562,15 @@ impl StreamCore {
     pub fn handle_signal(&mut self, _now: Instant, signal: Signal) {
         match signal {
             Signal::End(reason) => self.end(reason),
-            Signal::Dtmf(digit) => {
-                if self.config.spec.events && self.ended().is_none() {
+            Signal::Dtmf(digit) if self.ended().is_none() => {
+                if let Some(t) = self.twilio.as_mut() {
+                    let dtmf = twilio::dtmf(t.next(), &t.stream_sid, &digit);
+                    self.emit(Outbound::Text(dtmf));
+                } else if self.config.spec.events {
                     self.emit(event(&ServerEvent::Dtmf { digit: &digit }));
                 }
             }
+            Signal::Dtmf(_) => {}
         }
     }
 
@@ -530,6 +585,10 @@ impl StreamCore {
             Inbound::Malformed(why) => Err(EndReason::Malformed(why.clone())),
             Inbound::Binary(bytes) if bytes.len() > MAX_MESSAGE_BYTES => Err(EndReason::TooLarge),
             Inbound::Text(text) if text.len() > MAX_MESSAGE_BYTES => Err(EndReason::TooLarge),
+            Inbound::Binary(_) if self.twilio.is_some() => Err(EndReason::Malformed(
+                "Twilio Media Streams messages are text".into(),
+            )),
+            Inbound::Text(text) if self.twilio.is_some() => self.twilio_message(text),
             Inbound::Binary(bytes) => self.client_media(bytes),
             Inbound::Text(text) => self.client_control(text),
         };
@@ -539,7 +598,7 @@ impl StreamCore {
         }
         if !self.xoff && !self.playout.has_room() {
             self.xoff = true;
-            if self.config.spec.events {
+            if self.config.spec.events && self.twilio.is_none() {
                 self.emit(event(&ServerEvent::Xoff {
                     queued_ms: self.queued_ms(),
                 }));
@@ -557,6 +616,80 @@ impl StreamCore {
             return;
         }
         self.events.push_back(message);
+    }
+
+    /// A Twilio stream opens with `connected` and `start`.
+    fn start_twilio(&mut self) {
+        let spec = &self.config.spec;
+        let call_sid = match &spec.resource {
+            Resource::Call(id) => id.as_str().to_owned(),
+            Resource::Conference(id) => id.as_str().to_owned(),
+        };
+        let mut state = TwilioState {
+            seq: 0,
+            chunk: 0,
+            stream_sid: spec.stream_id.to_string(),
+            call_sid,
+        };
+        let parameters = spec
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+            .collect();
+        let seq = state.next();
+        let who = twilio::Identity {
+            account_sid: &spec.account_sid,
+            stream_sid: &state.stream_sid,
+            call_sid: &state.call_sid,
+        };
+        let start = twilio::start(seq, &who, &parameters);
+        self.events.push_back(Outbound::Text(twilio::connected()));
+        self.events.push_back(Outbound::Text(start));
+        self.twilio = Some(state);
+    }
+
+    /// 20 ms of Asterisk's audio as a Twilio `media` message.
+    fn twilio_media(&mut self, payload: &[u8]) -> Outbound {
+        self.scratch.clear();
+        convert(
+            self.config.spec.leg_format,
+            SampleFormat::Ulaw,
+            payload,
+            &mut self.scratch,
+        );
+        let Some(t) = self.twilio.as_mut() else {
+            return Outbound::Text(String::new());
+        };
+        t.chunk += 1;
+        let timestamp = (t.chunk - 1) * u64::from(PTIME_MS);
+        let seq = t.next();
+        Outbound::Text(twilio::media(
+            seq,
+            &t.stream_sid,
+            t.chunk,
+            timestamp,
+            &self.scratch,
+        ))
+    }
+
+    /// A Twilio client's message: audio, a mark, a clear; other events are ignored.
+    fn twilio_message(&mut self, text: &str) -> Result<(), EndReason> {
+        match twilio::parse(text).map_err(|e| EndReason::Malformed(e.to_string()))? {
+            twilio::ClientMessage::Media(ulaw) => self.play(SampleFormat::Ulaw, &ulaw),
+            twilio::ClientMessage::Mark(name) => {
+                self.pending_marks += 1;
+                if self.pending_marks > MAX_PENDING_MARKS {
+                    return Err(EndReason::Overflow("too many marks pending".into()));
+                }
+                self.playout.push_mark(name);
+            }
+            twilio::ClientMessage::Clear => {
+                self.playout.clear();
+                self.played = false;
+            }
+            twilio::ClientMessage::Other(_) => self.stats.ignored += 1,
+        }
+        Ok(())
     }
 
     fn send_started(&mut self) {
@@ -604,6 +737,11 @@ impl StreamCore {
                     ));
                 }
                 self.play(self.client_format, bytes);
+            }
+            Encapsulation::Twilio => {
+                return Err(EndReason::Malformed(
+                    "Twilio Media Streams messages are text".into(),
+                ));
             }
             Encapsulation::Audiosocket => {
                 let mut rest = bytes;
@@ -697,7 +835,7 @@ impl StreamCore {
     fn encapsulate(&mut self, payload: &[u8]) -> Bytes {
         let (from, to) = (self.config.spec.leg_format, self.client_format);
         let header = match self.config.spec.encapsulation {
-            Encapsulation::Sln => 0,
+            Encapsulation::Sln | Encapsulation::Twilio => 0,
             Encapsulation::Rtp => rtp::HEADER_LEN,
             Encapsulation::Audiosocket => audiosocket::HEADER_LEN,
         };
@@ -711,7 +849,7 @@ impl StreamCore {
         convert(from, to, payload, &mut self.scratch);
         let body = &self.scratch[..];
         match self.config.spec.encapsulation {
-            Encapsulation::Sln => {}
+            Encapsulation::Sln | Encapsulation::Twilio => {}
             Encapsulation::Rtp => {
                 let samples = (body.len() / to.sample_bytes()) as u32;
                 let mut head = [0u8; rtp::HEADER_LEN];

@@ -272,6 +272,7 @@ impl Reporter {
             bad_client_rtp,
             client_slow,
             dtmf_backlog,
+            ignored,
             worst_lateness,
         } = core.take_stats();
         let m = &*self.metrics;
@@ -294,6 +295,7 @@ impl Reporter {
             bad_client_rtp + std::mem::take(&mut self.bad_leg_packets),
         );
         drops("client_slow", client_slow);
+        drops("ignored_event", ignored);
         drops(
             "dtmf_backlog",
             dtmf_backlog + std::mem::take(&mut self.dtmf_backlog),

@@ -29,6 +29,8 @@ fn config(encapsulation: Encapsulation, format: Format, events: bool) -> CoreCon
             jitter_ms: 40,
             max_queue_ms: 200,
             expires_at: None,
+            parameters: Default::default(),
+            account_sid: "AC1".into(),
         },
         expires_at: None,
         clock_start: at(20),
@@ -650,4 +652,120 @@ fn sln_audio_must_be_whole_samples_unless_it_is_ulaw() {
         1,
         "161 μ-law bytes: one whole frame"
     );
+}
+
+fn twilio_core() -> Harness {
+    let mut c = config(Encapsulation::Twilio, Format::Ulaw, false);
+    c.spec.parameters.insert("bot".into(), "echo".into());
+    Harness::new(c)
+}
+
+/// The JSON of every text message waiting for the client.
+fn texts(h: &mut Harness) -> Vec<serde_json::Value> {
+    h.events()
+}
+
+#[test]
+fn twilio_opens_with_connected_and_start_then_numbers_media() {
+    let mut h = twilio_core();
+    for _ in 0..2 {
+        h.core.handle_leg(h.now, &[0; SLIN_FRAME]);
+    }
+    let out = texts(&mut h);
+    assert_eq!(out[0]["event"], "connected");
+    assert_eq!(out[1]["event"], "start");
+    assert_eq!(out[1]["sequenceNumber"], "1");
+    assert_eq!(out[1]["start"]["callSid"], "call-1");
+    assert_eq!(out[1]["start"]["accountSid"], "AC1");
+    assert_eq!(out[1]["start"]["customParameters"]["bot"], "echo");
+    let sid = uuid::Uuid::from_u128(7).to_string();
+    assert_eq!(out[1]["streamSid"], sid.as_str());
+    for (k, media) in out[2..].iter().enumerate() {
+        assert_eq!(media["event"], "media");
+        assert_eq!(media["sequenceNumber"], (k + 2).to_string().as_str());
+        assert_eq!(media["media"]["chunk"], (k + 1).to_string().as_str());
+        assert_eq!(media["media"]["timestamp"], (k * 20).to_string().as_str());
+        let payload = media["media"]["payload"].as_str().expect("base64");
+        use base64::Engine;
+        let ulaw = base64::engine::general_purpose::STANDARD
+            .decode(payload)
+            .expect("base64");
+        assert_eq!(ulaw, vec![0xff; 160], "160 B of μ-law silence");
+    }
+    assert_eq!(out.len(), 4);
+}
+
+#[test]
+fn twilio_media_is_played_and_marks_come_back_after_it() {
+    use base64::Engine;
+    let mut h = twilio_core();
+    texts(&mut h);
+    let ulaw: Vec<u8> = (0..480)
+        .map(|i| if i < 320 { 0x10 } else { 0x20 })
+        .collect();
+    let payload = base64::engine::general_purpose::STANDARD.encode(&ulaw);
+    h.text(&format!(
+        r#"{{"event":"media","streamSid":"x","media":{{"payload":"{payload}"}}}}"#
+    ));
+    h.text(r#"{"event":"mark","streamSid":"x","mark":{"name":"said"}}"#);
+    h.text(r#"{"event":"start","start":{}}"#);
+    assert_eq!(h.core.take_stats().ignored, 1);
+    h.run_until(at(40));
+    assert!(texts(&mut h).is_empty(), "two of three frames played");
+    h.run_until(at(60));
+    let mark = texts(&mut h);
+    assert_eq!(mark[0]["event"], "mark");
+    assert_eq!(mark[0]["mark"]["name"], "said");
+    assert_eq!(mark[0]["sequenceNumber"], "2");
+    // The three frames reached Asterisk as audio (the leg is big-endian slin).
+    let loud = h
+        .to_leg
+        .iter()
+        .filter(|(_, f)| f.iter().any(|b| *b != 0))
+        .count();
+    assert_eq!(loud, 3);
+}
+
+#[test]
+fn twilio_clear_releases_marks_and_stop_ends_with_1000() {
+    use base64::Engine;
+    let mut h = twilio_core();
+    texts(&mut h);
+    let payload = base64::engine::general_purpose::STANDARD.encode(vec![0x10; 1600]);
+    h.text(&format!(
+        r#"{{"event":"media","media":{{"payload":"{payload}"}}}}"#
+    ));
+    h.text(r#"{"event":"mark","mark":{"name":"m"}}"#);
+    h.run_until(at(40));
+    h.text(r#"{"event":"clear"}"#);
+    h.run_until(at(60));
+    assert_eq!(
+        texts(&mut h)[0]["event"],
+        "mark",
+        "the pending mark, at once"
+    );
+    h.core.handle_signal(h.now, Signal::Dtmf("5".into()));
+    assert_eq!(texts(&mut h)[0]["dtmf"]["digit"], "5");
+    h.core.handle_signal(h.now, Signal::End(EndReason::Hangup));
+    let out = h.drain_client();
+    let Outbound::Text(stop) = &out[0] else {
+        panic!("{out:?}")
+    };
+    let stop: serde_json::Value = serde_json::from_str(stop).expect("json");
+    assert_eq!(stop["event"], "stop");
+    assert_eq!(stop["stop"]["callSid"], "call-1");
+    assert!(matches!(out[1], Outbound::Close { code: 1000, .. }));
+}
+
+#[test]
+fn twilio_refuses_binary_and_malformed_messages_with_1007() {
+    for bad in [
+        Inbound::Binary(Bytes::from_static(&[1, 2, 3])),
+        Inbound::Text("not json".into()),
+        Inbound::Text(r#"{"event":"media","media":{"payload":"%%%"}}"#.into()),
+    ] {
+        let mut h = twilio_core();
+        h.client(bad);
+        assert_eq!(h.close_code(), Some(1007));
+    }
 }

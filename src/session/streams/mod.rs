@@ -21,7 +21,9 @@ pub use external::{ExternalMediaView, Status as ExternalMediaStatus};
 use super::attachment::{Attachment, Attachments, Ended, Tap, internal_id};
 use super::registry::{Registry, SessionError};
 use crate::ari::{AriClient, AriError};
-use crate::config::{ExternalMediaSettings, LimitSettings, MediaSettings, Settings};
+use crate::config::{
+    ExternalMediaSettings, LimitSettings, MediaSettings, Settings, TwilioSettings,
+};
 use crate::domain::{Encapsulation, Format, INTERNAL_PREFIX, Resource};
 use crate::relay::audiosocket_leg::AudioSocketHub;
 use crate::relay::client::ClientConn;
@@ -38,6 +40,8 @@ pub struct StreamRequest {
     pub format: Format,
     pub events: bool,
     pub expires_at: Option<SystemTime>,
+    /// The client's own query parameters (Twilio's `customParameters`).
+    pub parameters: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default)]
@@ -58,6 +62,7 @@ pub struct Streams {
     media: MediaSettings,
     limits: LimitSettings,
     external: ExternalMediaSettings,
+    twilio: TwilioSettings,
     /// The media workers that serve RTP legs.
     workers: Workers,
     hub: AudioSocketHub,
@@ -121,6 +126,7 @@ impl Streams {
             media: settings.media.clone(),
             limits: settings.limits.clone(),
             external: settings.external_media.clone(),
+            twilio: settings.twilio.clone(),
             metrics,
             state: Mutex::new(State::default()),
             leftovers_removed: tokio::sync::watch::Sender::new(false),
@@ -307,6 +313,8 @@ impl Streams {
                         jitter_ms: self.media.jitter_ms,
                         max_queue_ms: self.media.max_queue_ms,
                         expires_at: request.expires_at,
+                        parameters: request.parameters.clone(),
+                        account_sid: self.twilio.account_sid.clone(),
                     };
                     self.relay(spec, leg, client, &mut attachment).await
                 }
