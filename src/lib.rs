@@ -121,6 +121,7 @@ pub async fn run(
         auth: api::Authenticator::new(&settings.auth),
         metrics,
         ari_connected: connected_rx,
+        twilio: settings.twilio.clone(),
     };
     tracing::info!(
         listen = %listener.local_addr()?,

@@ -178,3 +178,47 @@ async fn twilio_takes_ulaw_only() {
     hangup(&ari().await, &id).await;
     service.stop().await;
 }
+
+#[tokio::test]
+async fn the_call_update_endpoint_hangs_up_as_twilio_does() {
+    let service = Service::start(test_settings()).await;
+    let id = call(&service, "tone").await;
+    let mut ws = connect(&service, &id, "").await;
+    listen(&mut ws, Duration::from_millis(300)).await;
+    let account = "AC00000000000000000000000000000000";
+    let update = |account: &str, token: &str, call: &str| {
+        reqwest::Client::new()
+            .post(service.url(&format!("/2010-04-01/Accounts/{account}/Calls/{call}.json")))
+            .basic_auth(account, Some(token))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("Status=completed")
+    };
+
+    // A wrong account SID or token, and an unknown call.
+    let (status, _) = service.send(update("ACwrong", API_KEY, &id)).await;
+    assert_eq!(status, 401);
+    let (status, _) = service
+        .send(update(account, "not-a-token-0123456789", &id))
+        .await;
+    assert_eq!(status, 401);
+    let (status, body) = service.send(update(account, API_KEY, "no-such-call")).await;
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (404, Some(20404)),
+        "{body}"
+    );
+    assert_eq!(body["status"], 404);
+
+    let (status, body) = service.send(update(account, API_KEY, &id)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({"sid": id, "account_sid": account, "status": "completed"})
+    );
+    // The stream ends as with any hangup: stop, then close 1000.
+    let (_, rest) = listen(&mut ws, Duration::from_secs(2)).await;
+    assert!(rest.iter().any(|m| m["event"] == "stop"), "{rest:?}");
+    let (status, _) = service.get(&format!("/v1.0/calls/{id}")).await;
+    assert_eq!(status, 404, "the call is gone");
+    service.stop().await;
+}

@@ -8,6 +8,7 @@ mod error;
 mod external_media;
 mod health;
 mod streams;
+mod twilio;
 mod upgrade;
 
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `true` while the ARI event socket is connected.
     pub ari_connected: watch::Receiver<bool>,
+    /// What the Twilio-compatible routes say and accept.
+    pub twilio: crate::config::TwilioSettings,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -82,6 +85,10 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .nest("/v1.0", v1)
+        .route(
+            "/2010-04-01/Accounts/{account}/Calls/{call}",
+            axum::routing::post(twilio::update_call),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
