@@ -21,6 +21,14 @@ fn error(status: StatusCode, code: u32, message: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
+fn call_not_found(id: &CallId) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        20404,
+        &format!("Call {id} not found"),
+    )
+}
+
 fn unauthorized() -> Response {
     let mut response = error(
         StatusCode::UNAUTHORIZED,
@@ -89,33 +97,15 @@ pub async fn update_call(
             );
         }
     };
-    let gone = |e: &SessionError| matches!(e, SessionError::CallNotFound(_));
-    match state.registry.find_call(&id).await {
-        Ok(_) => {}
-        Err(e) if gone(&e) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                20404,
-                &format!("Call {id} not found"),
-            );
-        }
-        Err(_) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                20500,
-                "Asterisk is unavailable",
-            );
-        }
-    }
-    match state.registry.ari().hangup(id.as_str()).await {
+    let hung_up = async {
+        state.registry.find_call(&id).await?;
+        state.registry.ari().hangup(id.as_str()).await?;
+        Ok::<(), SessionError>(())
+    };
+    match hung_up.await {
         Ok(()) => {}
-        Err(e) if e.is_not_found() => {
-            return error(
-                StatusCode::NOT_FOUND,
-                20404,
-                &format!("Call {id} not found"),
-            );
-        }
+        Err(SessionError::CallNotFound(_)) => return call_not_found(&id),
+        Err(SessionError::Asterisk(e)) if e.is_not_found() => return call_not_found(&id),
         Err(_) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
