@@ -92,6 +92,34 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// CPU seconds the whole machine has been busy so far (all cores, every process), from
 /// /proc/stat: the machine may be shared with other work, which this shows.
+/// CPU seconds used over a window: by each process of a list, and by the whole machine.
+struct CpuWindow {
+    before: Vec<Option<f64>>,
+    machine_before: Option<f64>,
+}
+
+impl CpuWindow {
+    fn open(pids: &[u32]) -> CpuWindow {
+        CpuWindow {
+            before: pids.iter().map(|p| cpu_seconds(*p)).collect(),
+            machine_before: machine_busy_seconds(),
+        }
+    }
+
+    /// Per process (in the order of `pids`), and for the machine.
+    fn close(self, pids: &[u32]) -> (Vec<Option<f64>>, Option<f64>) {
+        let used = pids
+            .iter()
+            .zip(&self.before)
+            .map(|(p, before)| Some(cpu_seconds(*p)? - (*before)?))
+            .collect();
+        let machine = machine_busy_seconds()
+            .zip(self.machine_before)
+            .map(|(a, b)| a - b);
+        (used, machine)
+    }
+}
+
 fn machine_busy_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let fields: Vec<f64> = stat
@@ -372,19 +400,10 @@ async fn main() {
         args.seconds
     );
     tokio::time::sleep_until(start_at).await;
-    let cpu_before: Vec<Option<f64>> = args.pids.iter().map(|p| cpu_seconds(*p)).collect();
-    let machine_before = machine_busy_seconds();
+    let window = CpuWindow::open(&args.pids);
     let sending = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    let cpu_used: Vec<Option<f64>> = args
-        .pids
-        .iter()
-        .zip(&cpu_before)
-        .map(|(p, before)| Some(cpu_seconds(*p)? - (*before)?))
-        .collect();
-    let machine = machine_busy_seconds()
-        .zip(machine_before)
-        .map(|(a, b)| a - b);
+    let (cpu_used, machine) = window.close(&args.pids);
     let sent_for = sending.elapsed().as_secs_f64();
     let mut rtts = Vec::new();
     while let Some(result) = tasks.join_next().await {

@@ -18,7 +18,7 @@ use ari_mediastream::config::AriSettings;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Args, cpu_seconds, machine_busy_seconds, percentile, print_cpu};
+use super::{Args, CpuWindow, percentile, print_cpu};
 
 /// The pcap the scenario plays, in sipp's working directory (`bench/sip/uac-pcmu.xml`).
 const PCAP_NAME: &str = "pcmu-tone.pcap";
@@ -297,18 +297,10 @@ pub async fn run(args: Arc<Args>, calls: usize) -> Result<(), Box<dyn std::error
         .chain([sipp_pid, std::process::id()])
         .collect();
     tokio::time::sleep_until(start).await;
-    let cpu_before: Vec<Option<f64>> = pids.iter().map(|p| cpu_seconds(*p)).collect();
-    let machine_before = machine_busy_seconds();
+    let window = CpuWindow::open(&pids);
     let measuring = Instant::now();
     tokio::time::sleep_until(end).await;
-    let cpu_used: Vec<Option<f64>> = pids
-        .iter()
-        .zip(&cpu_before)
-        .map(|(p, before)| Some(cpu_seconds(*p)? - (*before)?))
-        .collect();
-    let machine = machine_busy_seconds()
-        .zip(machine_before)
-        .map(|(a, b)| a - b);
+    let (cpu_used, machine) = window.close(&pids);
     let measured_for = measuring.elapsed().as_secs_f64();
     let mut reports = Vec::new();
     while let Some(result) = tasks.join_next().await {
