@@ -1,0 +1,188 @@
+//! The command-line client (`ari-mediastream-cli`, SPEC §10) run as a separate process against
+//! the service and a real call: what it records, what the call hears when it plays, and its
+//! exit statuses.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::audio::{describe, tone_share};
+use common::client::Enc;
+use common::*;
+
+const CLI: &str = env!("CARGO_BIN_EXE_ari-mediastream-cli");
+
+/// The client pointed at `service`, with the API key in the environment.
+fn cli(service: &Service) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(CLI);
+    cmd.env("MEDIASTREAM_URL", format!("http://{}", service.addr))
+        .env("MEDIASTREAM_TOKEN", API_KEY)
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn run(mut cmd: tokio::process::Command, limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    let out = tokio::time::timeout(limit, cmd.output())
+        .await
+        .expect("the client finishes in time")
+        .expect("the client runs");
+    (out, start.elapsed())
+}
+
+fn temp_wav(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{}-{name}.wav", unique_id("ms-cli-client")))
+}
+
+/// The best `freq` share over half-second windows: where in the capture the tone is does not
+/// matter, only that it is clearly there.
+fn best_share(samples: &[i16], freq: f64) -> f64 {
+    samples
+        .windows(4000)
+        .step_by(800)
+        .map(|w| tone_share(w, freq))
+        .fold(0.0, f64::max)
+}
+
+#[tokio::test]
+async fn record_writes_two_seconds_of_the_call_tone() {
+    let service = Service::start(test_settings()).await;
+    let call = call(&service, "tone").await;
+    let out = temp_wav("record");
+
+    let mut cmd = cli(&service);
+    cmd.args(["record", "--call", &call, "--seconds", "2"])
+        .arg(&out);
+    let (output, took) = run(cmd, Duration::from_secs(15)).await;
+    assert!(
+        output.status.success(),
+        "record failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let mut reader = hound::WavReader::open(&out).expect("a valid WAV");
+    let spec = reader.spec();
+    assert_eq!(
+        (
+            spec.channels,
+            spec.sample_rate,
+            spec.bits_per_sample,
+            spec.sample_format
+        ),
+        (1, 8000, 16, hound::SampleFormat::Int)
+    );
+    let samples: Vec<i16> = reader
+        .samples::<i16>()
+        .map(|s| s.expect("sample"))
+        .collect();
+    let seconds = samples.len() as f64 / 8000.0;
+    let share = tone_share(&samples[5600..], 1000.0);
+    println!(
+        "record: {seconds:.3} s of audio in {took:?}; 1000 Hz share after 0.7 s {share:.3}; {}",
+        describe(&samples[5600..], &[600.0, 1000.0])
+    );
+    assert!((1.8..=2.2).contains(&seconds), "{seconds} s recorded");
+    assert!(share > 0.8, "1000 Hz share {share}");
+    let _ = std::fs::remove_file(&out);
+}
+
+#[tokio::test]
+async fn play_into_an_echo_call_is_heard_and_exits_after_the_file() {
+    let service = Service::start(test_settings()).await;
+    let call = call(&service, "echo").await;
+
+    // 1.5 s of 600 Hz, 44.1 kHz stereo float: every conversion the client makes.
+    let input = temp_wav("play");
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44_100,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut writer = hound::WavWriter::create(&input, spec).expect("create");
+    for i in 0..(44_100 * 3 / 2) {
+        let s = 0.4 * (2.0 * std::f32::consts::PI * 600.0 * i as f32 / 44_100.0).sin();
+        writer.write_sample(s).expect("write");
+        writer.write_sample(s).expect("write");
+    }
+    writer.finalize().expect("finalize");
+
+    // A second stream on the same call hears what the client plays (directly and echoed).
+    let mut ear = stream_with_events(&service, &call, Enc::SlnSlin).await;
+    let mut cmd = cli(&service);
+    cmd.args(["play", "--call", &call]).arg(&input);
+    let (heard, (output, took)) = tokio::join!(
+        ear.listen(Duration::from_secs(4)),
+        run(cmd, Duration::from_secs(15))
+    );
+    let (samples, _) = heard;
+    assert!(
+        output.status.success(),
+        "play failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let share = best_share(&samples, 600.0);
+    println!(
+        "play: exited after {took:?}; the other stream heard {:.2} s, best 600 Hz share {share:.3}; {}",
+        samples.len() as f64 / 8000.0,
+        describe(&samples, &[600.0, 1000.0])
+    );
+    assert!(
+        took >= Duration::from_millis(1400) && took <= Duration::from_secs(4),
+        "play took {took:?} for 1.5 s of audio"
+    );
+    assert!(share > 0.8, "600 Hz share {share}");
+    ear.close().await;
+    let _ = std::fs::remove_file(&input);
+}
+
+#[tokio::test]
+async fn failures_and_usage_errors_have_their_exit_status() {
+    let service = Service::start(test_settings()).await;
+    let out = temp_wav("unknown");
+
+    let mut cmd = cli(&service);
+    cmd.args(["record", "--call", "no-such-call", "--seconds", "1"])
+        .arg(&out);
+    let (output, _) = run(cmd, Duration::from_secs(10)).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("unknown call: {:?} {stderr:?}", output.status.code());
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("no such call"), "{stderr:?}");
+
+    let mut cmd = cli(&service);
+    cmd.env("MEDIASTREAM_TOKEN", "wrong-token")
+        .args(["listen", "--call", "anything"]);
+    let (output, _) = run(cmd, Duration::from_secs(10)).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("refused token: {:?} {stderr:?}", output.status.code());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("token refused"), "{stderr:?}");
+
+    for args in [
+        vec!["record", "out.wav"],
+        vec!["record", "--call", "a", "--conference", "b", "out.wav"],
+        vec!["record", "--call", "a", "--format", "slin16", "out.wav"],
+        vec!["play", "--call", "a"],
+        vec!["nonsense"],
+    ] {
+        let mut cmd = cli(&service);
+        cmd.args(&args);
+        let (output, _) = run(cmd, Duration::from_secs(10)).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+    }
+
+    let bad = temp_wav("bad");
+    std::fs::write(&bad, b"not a wav file").expect("write");
+    let mut cmd = cli(&service);
+    cmd.args(["play", "--call", "anything"]).arg(&bad);
+    let (output, _) = run(cmd, Duration::from_secs(10)).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("bad file: {:?} {stderr:?}", output.status.code());
+    assert_eq!(output.status.code(), Some(1));
+    let _ = std::fs::remove_file(&bad);
+    assert!(!out.exists(), "no file for a refused stream");
+}
