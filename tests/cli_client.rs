@@ -141,6 +141,20 @@ async fn play_into_an_echo_call_is_heard_and_exits_after_the_file() {
 #[tokio::test]
 async fn failures_and_usage_errors_have_their_exit_status() {
     let service = Service::start(test_settings()).await;
+    // Right after /ready the service still refuses streams with 503 until it has removed a
+    // previous run's leftovers; this test is about the client, so it starts once a stream on an
+    // unknown call gets its 404.
+    eventually(Duration::from_secs(10), || async {
+        let refused = common::client::open(
+            service.addr,
+            "/v1.0/calls/no-such-call",
+            Enc::SlnSlin,
+            &format!("token={API_KEY}"),
+        )
+        .await;
+        matches!(refused, Err(r) if r.status == 404)
+    })
+    .await;
     let out = temp_wav("unknown");
 
     let mut cmd = cli(&service);
@@ -185,4 +199,81 @@ async fn failures_and_usage_errors_have_their_exit_status() {
     assert_eq!(output.status.code(), Some(1));
     let _ = std::fs::remove_file(&bad);
     assert!(!out.exists(), "no file for a refused stream");
+}
+
+/// Samples of a finished recording, which must be a valid 8 kHz mono 16-bit WAV.
+fn read_recording(path: &std::path::Path) -> Vec<i16> {
+    let mut reader = hound::WavReader::open(path).expect("a valid WAV");
+    assert_eq!(reader.spec().sample_rate, 8000);
+    reader
+        .samples::<i16>()
+        .map(|s| s.expect("sample"))
+        .collect()
+}
+
+/// Waits until the recording in progress has more than `bytes` on disk.
+async fn grows_past(path: &std::path::Path, bytes: u64) {
+    eventually(Duration::from_secs(10), || async {
+        std::fs::metadata(path).is_ok_and(|m| m.len() > bytes)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn record_ends_with_a_valid_file_on_ctrl_c_and_on_hangup() {
+    let service = Service::start(test_settings()).await;
+
+    // Ctrl-C.
+    let call_a = call(&service, "tone").await;
+    let out = temp_wav("ctrl-c");
+    let mut cmd = cli(&service);
+    cmd.args(["record", "--call", &call_a]).arg(&out);
+    let mut child = cmd.spawn().expect("spawn");
+    grows_past(&out, 16_000).await;
+    let pid = child.id().expect("pid").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after Ctrl-C")
+        .expect("wait");
+    let samples = read_recording(&out);
+    let share = tone_share(&samples[5600..], 1000.0);
+    println!(
+        "Ctrl-C: {status}, {:.2} s recorded, 1000 Hz share {share:.3}",
+        samples.len() as f64 / 8000.0
+    );
+    assert!(status.success());
+    assert!(samples.len() > 8000, "{} samples", samples.len());
+    assert!(share > 0.8, "1000 Hz share {share}");
+    let _ = std::fs::remove_file(&out);
+
+    // The call hangs up: the service closes with 1000 and the client exits 0.
+    let call_b = call(&service, "tone").await;
+    let out = temp_wav("hangup");
+    let mut cmd = cli(&service);
+    cmd.args(["record", "--call", &call_b]).arg(&out);
+    let child = cmd.spawn().expect("spawn");
+    grows_past(&out, 16_000).await;
+    let hung_up = Instant::now();
+    hangup(&ari().await, &call_b).await;
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("exits after the hangup")
+        .expect("wait");
+    let samples = read_recording(&out);
+    println!(
+        "hangup: {} {:?} after the hangup, {:.2} s recorded",
+        output.status,
+        hung_up.elapsed(),
+        samples.len() as f64 / 8000.0
+    );
+    assert!(output.status.success());
+    assert!(samples.len() > 8000, "{} samples", samples.len());
+    let _ = std::fs::remove_file(&out);
 }
