@@ -189,6 +189,11 @@ impl Streams {
         matches!(waited, Ok(Ok(_))) && !self.shutdown.is_cancelled()
     }
 
+    /// Whether new streams and external medias are taken now.
+    pub fn accepting(&self) -> bool {
+        self.check_ready().is_ok()
+    }
+
     /// Refuses new attachments until the leftovers of a previous run are gone.
     fn check_ready(&self) -> Result<(), SessionError> {
         if self.shutdown.is_cancelled() {
