@@ -277,3 +277,32 @@ async fn record_ends_with_a_valid_file_on_ctrl_c_and_on_hangup() {
     assert!(samples.len() > 8000, "{} samples", samples.len());
     let _ = std::fs::remove_file(&out);
 }
+
+#[tokio::test]
+async fn listen_writes_the_call_as_raw_audio_to_stdout_until_the_call_ends() {
+    let service = Service::start(test_settings()).await;
+    let call = call(&service, "tone").await;
+    let mut cmd = cli(&service);
+    cmd.args(["listen", "--call", &call])
+        .stdout(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("the client runs");
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    hangup(&ari().await, &call).await;
+    let output = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output())
+        .await
+        .expect("it ends with the call")
+        .expect("output");
+    assert!(output.status.success(), "{output:?}");
+    // 16-bit little-endian samples at 8 kHz: about two seconds of them.
+    let samples: Vec<i16> = output
+        .stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let seconds = samples.len() as f64 / 8000.0;
+    let share = best_share(&samples, 1000.0);
+    println!("listen: {seconds:.2} s of audio, best 1000 Hz share {share:.3}");
+    assert!((1.5..=2.5).contains(&seconds), "{seconds} s");
+    assert!(share > 0.8, "the call's tone: {share}");
+    service.stop().await;
+}
