@@ -295,6 +295,14 @@ impl TwilioState {
         self.seq += 1;
         self.seq
     }
+
+    /// 20 ms of the call's audio, in μ-law, as the next `media` message.
+    fn media(&mut self, ulaw: &[u8]) -> String {
+        self.chunk += 1;
+        let timestamp = (self.chunk - 1) * u64::from(PTIME_MS);
+        let seq = self.next();
+        twilio::media(seq, &self.stream_sid, self.chunk, timestamp, ulaw)
+    }
 }
 
 /// Frame counts since the stream started.
@@ -542,9 +550,14 @@ impl StreamCore {
             self.stats.client_slow += 1;
             self.totals.dropped += 1;
         }
-        let message = match self.twilio.is_some() {
-            true => self.twilio_media(payload),
-            false => Outbound::Binary(self.encapsulate(payload)),
+        let message = match self.twilio.as_mut() {
+            Some(t) => {
+                self.scratch.clear();
+                let leg = self.config.spec.leg_format;
+                convert(leg, SampleFormat::Ulaw, payload, &mut self.scratch);
+                Outbound::Text(t.media(&self.scratch))
+            }
+            None => Outbound::Binary(self.encapsulate(payload)),
         };
         self.audio.push_back(message);
         self.stats.to_client += 1;
@@ -585,9 +598,6 @@ impl StreamCore {
             Inbound::Malformed(why) => Err(EndReason::Malformed(why.clone())),
             Inbound::Binary(bytes) if bytes.len() > MAX_MESSAGE_BYTES => Err(EndReason::TooLarge),
             Inbound::Text(text) if text.len() > MAX_MESSAGE_BYTES => Err(EndReason::TooLarge),
-            Inbound::Binary(_) if self.twilio.is_some() => Err(EndReason::Malformed(
-                "Twilio Media Streams messages are text".into(),
-            )),
             Inbound::Text(text) if self.twilio.is_some() => self.twilio_message(text),
             Inbound::Binary(bytes) => self.client_media(bytes),
             Inbound::Text(text) => self.client_control(text),
@@ -648,45 +658,12 @@ impl StreamCore {
         self.twilio = Some(state);
     }
 
-    /// 20 ms of Asterisk's audio as a Twilio `media` message.
-    fn twilio_media(&mut self, payload: &[u8]) -> Outbound {
-        self.scratch.clear();
-        convert(
-            self.config.spec.leg_format,
-            SampleFormat::Ulaw,
-            payload,
-            &mut self.scratch,
-        );
-        let Some(t) = self.twilio.as_mut() else {
-            return Outbound::Text(String::new());
-        };
-        t.chunk += 1;
-        let timestamp = (t.chunk - 1) * u64::from(PTIME_MS);
-        let seq = t.next();
-        Outbound::Text(twilio::media(
-            seq,
-            &t.stream_sid,
-            t.chunk,
-            timestamp,
-            &self.scratch,
-        ))
-    }
-
     /// A Twilio client's message: audio, a mark, a clear; other events are ignored.
     fn twilio_message(&mut self, text: &str) -> Result<(), EndReason> {
         match twilio::parse(text).map_err(|e| EndReason::Malformed(e.to_string()))? {
             twilio::ClientMessage::Media(ulaw) => self.play(SampleFormat::Ulaw, &ulaw),
-            twilio::ClientMessage::Mark(name) => {
-                self.pending_marks += 1;
-                if self.pending_marks > MAX_PENDING_MARKS {
-                    return Err(EndReason::Overflow("too many marks pending".into()));
-                }
-                self.playout.push_mark(name);
-            }
-            twilio::ClientMessage::Clear => {
-                self.playout.clear();
-                self.played = false;
-            }
+            twilio::ClientMessage::Mark(name) => self.mark(name)?,
+            twilio::ClientMessage::Clear => self.clear_queue(),
             twilio::ClientMessage::Other(_) => self.stats.ignored += 1,
         }
         Ok(())
@@ -793,20 +770,12 @@ impl StreamCore {
             .map_err(|e| EndReason::Malformed(format!("control message: {e}")))?;
         match control {
             ClientControl::Clear => {
-                self.playout.clear();
-                // The audio did not finish playing: `cleared` says what happened to it.
-                self.played = false;
+                self.clear_queue();
                 if self.config.spec.events {
                     self.emit(event(&ServerEvent::Cleared));
                 }
             }
-            ClientControl::Mark { name } => {
-                self.pending_marks += 1;
-                if self.pending_marks > MAX_PENDING_MARKS {
-                    return Err(EndReason::Overflow("too many marks pending".into()));
-                }
-                self.playout.push_mark(name);
-            }
+            ClientControl::Mark { name } => self.mark(name)?,
             ClientControl::Dtmf { digits } => self.request(Action::Dtmf(digits)),
             ClientControl::Stop => return Err(EndReason::Client),
             ClientControl::Pause => self.paused = true,
@@ -821,6 +790,22 @@ impl StreamCore {
             })),
         }
         Ok(())
+    }
+
+    /// A client's mark, placed after the audio queued so far.
+    fn mark(&mut self, name: String) -> Result<(), EndReason> {
+        self.pending_marks += 1;
+        if self.pending_marks > MAX_PENDING_MARKS {
+            return Err(EndReason::Overflow("too many marks pending".into()));
+        }
+        self.playout.push_mark(name);
+        Ok(())
+    }
+
+    /// Drops the queued client audio: it did not finish playing, so no `drained` follows.
+    fn clear_queue(&mut self) {
+        self.playout.clear();
+        self.played = false;
     }
 
     fn request(&mut self, action: Action) {
