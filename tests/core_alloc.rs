@@ -27,6 +27,9 @@ fn client_frame(encapsulation: Encapsulation, format: Format, seq: u16) -> Bytes
     let payload: Vec<u8> = match format {
         Format::Ulaw => vec![0x55; 160],
         Format::Slin => (0..160i16).flat_map(|i| (i * 50).to_le_bytes()).collect(),
+        wide => (0..wide.frame_samples() as i16)
+            .flat_map(|i| (i * 50).to_le_bytes())
+            .collect(),
     };
     match encapsulation {
         Encapsulation::Sln => Bytes::from(payload),

@@ -79,9 +79,9 @@ fn parse_request(
         })?;
     let format = match params.get("format") {
         None => encapsulation.default_format(),
-        Some(f) => f
-            .parse()
-            .map_err(|()| ApiError::invalid_argument("format must be ulaw or slin"))?,
+        Some(f) => f.parse().map_err(|()| {
+            ApiError::invalid_argument("format must be ulaw, slin, slin16, slin24 or slin48")
+        })?,
     };
     if !encapsulation.allows(format) {
         return Err(ApiError::invalid_argument(format!(

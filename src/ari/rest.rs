@@ -87,6 +87,8 @@ pub struct OriginateParams<'a> {
     pub channel_id: Option<&'a str>,
     /// Channel variables, set on the originated channel.
     pub variables: &'a [(&'a str, &'a str)],
+    /// The formats the new channel may carry, e.g. `slin16` for a wideband call.
+    pub formats: Option<&'a str>,
 }
 
 /// Requests in flight at once, at most. Asterisk's HTTP server serves at most `sessionlimit`
@@ -271,6 +273,9 @@ impl AriClient {
         }
         if let Some(id) = p.channel_id {
             query.push(("channelId", id));
+        }
+        if let Some(formats) = p.formats {
+            query.push(("formats", formats));
         }
         let variables: serde_json::Map<String, serde_json::Value> = p
             .variables

@@ -110,6 +110,9 @@ pub enum ServerEvent<'a> {
         format: &'a str,
         sample_rate: u32,
         ptime_ms: u32,
+        /// The RTP payload type of the stream's packets (`rtp` only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payload_type: Option<u8>,
     },
     /// All audio queued before the client's mark has been sent to Asterisk.
     Mark { name: &'a str },
@@ -168,6 +171,7 @@ mod tests {
                 format: "slin",
                 sample_rate: 8000,
                 ptime_ms: 20,
+                payload_type: None,
             }
             .to_json(),
         )
@@ -179,6 +183,22 @@ mod tests {
                 "format": "slin", "sample_rate": 8000, "ptime_ms": 20,
             })
         );
+        let rtp: serde_json::Value = serde_json::from_str(
+            &ServerEvent::Started {
+                stream_id: id,
+                call_id: None,
+                conference_id: Some("k1"),
+                encapsulation: "rtp",
+                format: "slin16",
+                sample_rate: 16_000,
+                ptime_ms: 20,
+                payload_type: Some(97),
+            }
+            .to_json(),
+        )
+        .expect("json");
+        assert_eq!(rtp["payload_type"], 97);
+        assert_eq!(rtp["conference_id"], "k1");
         assert_eq!(
             ServerEvent::Mark { name: "a\"b" }.to_json(),
             r#"{"type":"mark","name":"a\"b"}"#

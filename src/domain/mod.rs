@@ -124,7 +124,7 @@ impl Encapsulation {
     /// Whether the client may ask for `format` with this encapsulation.
     pub fn allows(self, format: Format) -> bool {
         match self {
-            Encapsulation::Audiosocket => format == Format::Slin,
+            Encapsulation::Audiosocket => format != Format::Ulaw,
             Encapsulation::Twilio => format == Format::Ulaw,
             Encapsulation::Rtp | Encapsulation::Sln => true,
         }
@@ -144,12 +144,16 @@ impl std::str::FromStr for Encapsulation {
     }
 }
 
-/// The audio format a client chose: 8 kHz μ-law or 16-bit signed linear.
+/// The audio format a client chose: 8 kHz μ-law, or 16-bit signed linear at 8, 16, 24 or
+/// 48 kHz (the last two beyond SPEC §9.1: Asterisk carries them over AudioSocket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Ulaw,
     Slin,
+    Slin16,
+    Slin24,
+    Slin48,
 }
 
 impl Format {
@@ -157,7 +161,30 @@ impl Format {
         match self {
             Format::Ulaw => "ulaw",
             Format::Slin => "slin",
+            Format::Slin16 => "slin16",
+            Format::Slin24 => "slin24",
+            Format::Slin48 => "slin48",
         }
+    }
+
+    /// Samples per second.
+    pub fn sample_rate(self) -> u32 {
+        match self {
+            Format::Ulaw | Format::Slin => 8000,
+            Format::Slin16 => 16_000,
+            Format::Slin24 => 24_000,
+            Format::Slin48 => 48_000,
+        }
+    }
+
+    /// Signed linear above 8 kHz.
+    pub fn is_wideband(self) -> bool {
+        self.sample_rate() > 8000
+    }
+
+    /// Samples in one 20 ms frame.
+    pub fn frame_samples(self) -> usize {
+        (self.sample_rate() * PTIME_MS / 1000) as usize
     }
 }
 
@@ -167,17 +194,16 @@ impl std::str::FromStr for Format {
         match s {
             "ulaw" => Ok(Format::Ulaw),
             "slin" => Ok(Format::Slin),
+            "slin16" => Ok(Format::Slin16),
+            "slin24" => Ok(Format::Slin24),
+            "slin48" => Ok(Format::Slin48),
             _ => Err(()),
         }
     }
 }
 
-/// Samples per second on every leg.
-pub const SAMPLE_RATE: u32 = 8000;
 /// Milliseconds of audio per frame.
 pub const PTIME_MS: u32 = 20;
-/// Samples per frame.
-pub const FRAME_SAMPLES: usize = (SAMPLE_RATE * PTIME_MS / 1000) as usize;
 
 #[cfg(test)]
 mod tests {

@@ -147,12 +147,14 @@ pub struct AudioSocketLeg {
     frame: Vec<u8>,
     /// One whole outgoing frame, reused.
     outbox: Vec<u8>,
-    /// Frames that were not audio at 8 kHz, or bytes that were not AudioSocket.
+    /// Frames that were not audio at the leg's rate, or bytes that were not AudioSocket.
     pub malformed: u64,
+    /// The rate the channel was asked for (`slin` or `slin16`), in both directions.
+    rate_hz: u32,
 }
 
 impl AudioSocketLeg {
-    pub fn new(identified: Identified) -> AudioSocketLeg {
+    pub fn new(identified: Identified, rate_hz: u32) -> AudioSocketLeg {
         let _ = identified.stream.set_nodelay(true);
         AudioSocketLeg {
             stream: identified.stream,
@@ -160,10 +162,11 @@ impl AudioSocketLeg {
             frame: Vec::with_capacity(MAX_PAYLOAD),
             outbox: Vec::with_capacity(audiosocket::HEADER_LEN + MAX_PAYLOAD),
             malformed: 0,
+            rate_hz,
         }
     }
 
-    /// Waits for the next 8 kHz audio payload. `UnexpectedEof` when Asterisk ends the call
+    /// Waits for the next audio payload at the leg's rate. `UnexpectedEof` when Asterisk ends the call
     /// (it closes the connection, or sends a hangup frame). Cancel-safe.
     pub async fn recv(&mut self) -> std::io::Result<&[u8]> {
         loop {
@@ -174,7 +177,9 @@ impl AudioSocketLeg {
                     self.frame.extend_from_slice(frame.payload);
                     self.inbox.advance(used);
                     match kind {
-                        Kind::Audio { rate_hz: 8000 } => return Ok(&self.frame),
+                        Kind::Audio { rate_hz } if rate_hz == self.rate_hz => {
+                            return Ok(&self.frame);
+                        }
                         Kind::Hangup => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                         _ => self.malformed += 1,
                     }
@@ -197,7 +202,10 @@ impl AudioSocketLeg {
             return Ok(());
         }
         self.outbox.clear();
-        audiosocket::encode(Kind::Audio { rate_hz: 8000 }, payload, &mut self.outbox);
+        let kind = Kind::Audio {
+            rate_hz: self.rate_hz,
+        };
+        audiosocket::encode(kind, payload, &mut self.outbox);
         self.stream.write_all(&self.outbox).await
     }
 }

@@ -37,7 +37,7 @@ use crate::codec::audiosocket::{self, Kind};
 use crate::codec::control::{ClientControl, ServerEvent, parse_control};
 use crate::codec::rtp::{self, RtpSender};
 use crate::codec::twilio;
-use crate::domain::{Encapsulation, FRAME_SAMPLES, Format, PTIME_MS, Resource, SAMPLE_RATE};
+use crate::domain::{Encapsulation, Format, PTIME_MS, Resource};
 use crate::media::pacer::Pacer;
 use crate::media::playout::{Playout, Popped};
 use crate::media::rtp_rx::RtpReorder;
@@ -50,6 +50,10 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Payload types on the client's RTP: PCMU, and a dynamic one for L16 (RFC 3551).
 pub const CLIENT_PT_ULAW: u8 = 0;
 pub const CLIENT_PT_L16: u8 = 96;
+/// The dynamic payload types of L16 (big-endian) at 16, 24 and 48 kHz towards the client.
+pub const CLIENT_PT_L16_WIDEBAND: u8 = 97;
+pub const CLIENT_PT_L16_24K: u8 = 98;
+pub const CLIENT_PT_L16_48K: u8 = 99;
 /// Marks a client may have waiting at once; more ends the stream (1008).
 pub const MAX_PENDING_MARKS: usize = 1024;
 /// Events that may wait for a client that does not read; more ends the stream (1008).
@@ -91,8 +95,8 @@ impl StreamSpec {
     pub fn client_format(&self) -> SampleFormat {
         match (self.encapsulation, self.format) {
             (_, Format::Ulaw) => SampleFormat::Ulaw,
-            (Encapsulation::Rtp, Format::Slin) => SampleFormat::SlinBe,
-            (_, Format::Slin) => SampleFormat::SlinLe,
+            (Encapsulation::Rtp, _) => SampleFormat::SlinBe,
+            (_, _) => SampleFormat::SlinLe,
         }
     }
 
@@ -100,6 +104,9 @@ impl StreamSpec {
         match self.format {
             Format::Ulaw => CLIENT_PT_ULAW,
             Format::Slin => CLIENT_PT_L16,
+            Format::Slin16 => CLIENT_PT_L16_WIDEBAND,
+            Format::Slin24 => CLIENT_PT_L16_24K,
+            Format::Slin48 => CLIENT_PT_L16_48K,
         }
     }
 }
@@ -318,7 +325,9 @@ impl StreamCore {
     /// A running stream: with `events`, `started` is the first message; an AudioSocket stream
     /// then opens with its UUID frame, as Asterisk's own do.
     pub fn new(config: CoreConfig) -> StreamCore {
-        let frame_bytes = FRAME_SAMPLES * config.spec.leg_format.sample_bytes();
+        // The leg carries the client's rate: audio is never resampled on the way.
+        let frame_samples = config.spec.format.frame_samples();
+        let frame_bytes = frame_samples * config.spec.leg_format.sample_bytes();
         let prebuffer = config.spec.jitter_ms.div_ceil(PTIME_MS) as usize;
         let capacity = (config.spec.max_queue_ms / PTIME_MS).max(1) as usize;
         let seed = config.seed;
@@ -335,7 +344,7 @@ impl StreamCore {
                 prebuffer,
                 capacity,
             ),
-            reorder: RtpReorder::new(prebuffer.max(1), 2 * FRAME_SAMPLES * 4),
+            reorder: RtpReorder::new(prebuffer.max(1), 2 * frame_samples * 4),
             client_rtp: RtpSender::new(
                 seed as u32,
                 (seed >> 32) as u16,
@@ -680,8 +689,10 @@ impl StreamCore {
             conference_id,
             encapsulation: self.config.spec.encapsulation.as_str(),
             format: self.config.spec.format.as_str(),
-            sample_rate: SAMPLE_RATE,
+            sample_rate: self.config.spec.format.sample_rate(),
             ptime_ms: PTIME_MS,
+            payload_type: (self.config.spec.encapsulation == Encapsulation::Rtp)
+                .then_some(self.client_pt),
         });
         self.emit(started);
     }
@@ -732,7 +743,9 @@ impl StreamCore {
                     };
                     rest = &rest[used..];
                     match frame.kind {
-                        Kind::Audio { rate_hz: 8000 } => {
+                        Kind::Audio { rate_hz }
+                            if rate_hz == self.config.spec.format.sample_rate() =>
+                        {
                             self.play(SampleFormat::SlinLe, frame.payload);
                         }
                         Kind::Dtmf => {
@@ -745,7 +758,8 @@ impl StreamCore {
                         Kind::Uuid => {}
                         Kind::Audio { rate_hz } => {
                             return Err(EndReason::Malformed(format!(
-                                "audio at {rate_hz} Hz: this stream is 8000 Hz"
+                                "audio at {rate_hz} Hz: this stream is {} Hz",
+                                self.config.spec.format.sample_rate()
                             )));
                         }
                         Kind::Error => {
@@ -843,8 +857,9 @@ impl StreamCore {
             }
             Encapsulation::Audiosocket => {
                 let len = body.len().min(usize::from(u16::MAX)) as u16;
+                let rate_hz = self.config.spec.format.sample_rate();
                 self.out
-                    .extend_from_slice(&[Kind::Audio { rate_hz: 8000 }.to_byte()]);
+                    .extend_from_slice(&[Kind::Audio { rate_hz }.to_byte()]);
                 self.out.extend_from_slice(&len.to_be_bytes());
             }
         }

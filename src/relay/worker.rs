@@ -48,7 +48,6 @@ use super::client::{ClientConn, ClientGone, NonBlocking, Received};
 use super::core::{EndReason, PTIME, Signal, StreamCore};
 use super::stream::{Channels, Reporter, StreamSpec, core_config};
 use crate::codec::rtp::{self, RtpSender};
-use crate::domain::FRAME_SAMPLES;
 use crate::telemetry::{Metrics, ReasonLabels};
 
 /// Datagrams read or sent per system call.
@@ -269,6 +268,8 @@ struct Entry {
     client: NonBlocking,
     peer: SocketAddr,
     leg: RtpSender,
+    /// RTP timestamp step of one frame towards Asterisk.
+    frame_samples: u32,
     channels: Channels,
     reporter: Reporter,
     /// Told why the stream ended, once.
@@ -620,8 +621,10 @@ impl Worker {
             clock_start += PTIME;
         }
         let seed = uuid::Uuid::new_v4().as_u128();
+        let frame_samples = spec.format.frame_samples() as u32;
         let entry = Entry {
             core: StreamCore::new(core_config(spec, now, clock_start)),
+            frame_samples,
             client,
             peer,
             leg: RtpSender::new(
@@ -669,7 +672,7 @@ impl Worker {
             }
             entry.core.handle_timeout(now);
             while let Some(frame) = entry.core.poll_to_leg() {
-                let header = entry.leg.next_header(FRAME_SAMPLES as u32);
+                let header = entry.leg.next_header(entry.frame_samples);
                 let slot = self.send.lens.len();
                 match rtp::write(&header, frame, &mut self.send.bufs[slot]) {
                     Some(len) => {

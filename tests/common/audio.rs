@@ -5,16 +5,26 @@ use std::f64::consts::PI;
 
 /// `n` samples of a sine at `freq` Hz, 8 kHz, amplitude `amp`, starting at sample `offset`.
 pub fn tone(freq: f64, n: usize, offset: usize, amp: f64) -> Vec<i16> {
+    tone_at(8000, freq, n, offset, amp)
+}
+
+/// The same at `rate` samples per second.
+pub fn tone_at(rate: u32, freq: f64, n: usize, offset: usize, amp: f64) -> Vec<i16> {
     (0..n)
-        .map(|i| ((2.0 * PI * freq * (offset + i) as f64 / 8000.0).sin() * amp) as i16)
+        .map(|i| ((2.0 * PI * freq * (offset + i) as f64 / f64::from(rate)).sin() * amp) as i16)
         .collect()
 }
 
-/// Power of `freq` in `samples`, normalised by the samples' total energy: near 1 for a pure
-/// tone at `freq` (over whole periods), near 0 for anything else.
+/// Power of `freq` in `samples` (8 kHz), normalised by the samples' total energy: near 1 for
+/// a pure tone at `freq` (over whole periods), near 0 for anything else.
 pub fn tone_share(samples: &[i16], freq: f64) -> f64 {
+    tone_share_at(samples, 8000, freq)
+}
+
+/// The same for samples at `rate` per second.
+pub fn tone_share_at(samples: &[i16], rate: u32, freq: f64) -> f64 {
     let n = samples.len() as f64;
-    let k = 2.0 * (2.0 * PI * freq / 8000.0).cos();
+    let k = 2.0 * (2.0 * PI * freq / f64::from(rate)).cos();
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
     for &x in samples {
         let s0 = f64::from(x) + k * s1 - s2;

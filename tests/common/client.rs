@@ -19,6 +19,14 @@ pub enum Enc {
     SlnSlin,
     SlnUlaw,
     AudioSocket,
+    /// `format=slin16` (SPEC §9.1) in each encapsulation.
+    RtpSlin16,
+    SlnSlin16,
+    AudioSocket16,
+    /// `format=slin48`, beyond SPEC §9.1.
+    RtpSlin48,
+    SlnSlin48,
+    AudioSocket48,
 }
 
 impl Enc {
@@ -37,7 +45,30 @@ impl Enc {
             Enc::SlnSlin => "encapsulation=sln",
             Enc::SlnUlaw => "encapsulation=sln&format=ulaw",
             Enc::AudioSocket => "encapsulation=audiosocket",
+            Enc::RtpSlin16 => "encapsulation=rtp&format=slin16",
+            Enc::SlnSlin16 => "encapsulation=sln&format=slin16",
+            Enc::AudioSocket16 => "encapsulation=audiosocket&format=slin16",
+            Enc::RtpSlin48 => "encapsulation=rtp&format=slin48",
+            Enc::SlnSlin48 => "encapsulation=sln&format=slin48",
+            Enc::AudioSocket48 => "encapsulation=audiosocket&format=slin48",
         }
+    }
+
+    pub const WIDEBAND: [Enc; 3] = [Enc::RtpSlin16, Enc::SlnSlin16, Enc::AudioSocket16];
+    pub const FULLBAND: [Enc; 3] = [Enc::RtpSlin48, Enc::SlnSlin48, Enc::AudioSocket48];
+
+    /// Samples per second.
+    pub fn rate(self) -> u32 {
+        match self {
+            Enc::RtpSlin16 | Enc::SlnSlin16 | Enc::AudioSocket16 => 16_000,
+            Enc::RtpSlin48 | Enc::SlnSlin48 | Enc::AudioSocket48 => 48_000,
+            _ => 8000,
+        }
+    }
+
+    /// Samples in 20 ms.
+    pub fn frame_samples(self) -> usize {
+        self.rate() as usize / 50
     }
 
     /// Bytes of one binary message carrying 20 ms.
@@ -48,6 +79,12 @@ impl Enc {
             Enc::SlnSlin => 320,
             Enc::SlnUlaw => 160,
             Enc::AudioSocket => 3 + 320,
+            Enc::RtpSlin16 => 12 + 640,
+            Enc::SlnSlin16 => 640,
+            Enc::AudioSocket16 => 3 + 640,
+            Enc::RtpSlin48 => 12 + 1920,
+            Enc::SlnSlin48 => 1920,
+            Enc::AudioSocket48 => 3 + 1920,
         }
     }
 }
@@ -105,6 +142,17 @@ impl MediaClient {
     /// Decodes one binary message to samples, checking its shape against the contract.
     pub fn decode(&mut self, bytes: &[u8]) -> Vec<i16> {
         match self.enc {
+            Enc::RtpSlin16 | Enc::RtpSlin48 => {
+                let packet = ari_mediastream::codec::rtp::parse(bytes).expect("an RTP packet");
+                let pt = if self.enc == Enc::RtpSlin16 { 97 } else { 99 };
+                assert_eq!(packet.header.payload_type, pt);
+                assert_eq!(packet.payload.len(), self.enc.frame_samples() * 2);
+                audio::from_be(packet.payload)
+            }
+            Enc::SlnSlin16 | Enc::SlnSlin48 => {
+                assert_eq!(bytes.len(), self.enc.frame_samples() * 2);
+                audio::from_le(bytes)
+            }
             Enc::RtpUlaw | Enc::RtpSlin => {
                 let packet = ari_mediastream::codec::rtp::parse(bytes).expect("an RTP packet");
                 if self.enc == Enc::RtpUlaw {
@@ -132,7 +180,7 @@ impl MediaClient {
                     .map(|&b| ari_mediastream::codec::g711::ulaw_decode(b))
                     .collect()
             }
-            Enc::AudioSocket => {
+            Enc::AudioSocket | Enc::AudioSocket16 | Enc::AudioSocket48 => {
                 let (frame, used) = ari_mediastream::codec::audiosocket::decode(bytes, 65535)
                     .expect("an AudioSocket frame")
                     .expect("a whole frame");
@@ -144,9 +192,9 @@ impl MediaClient {
                         self.uuid = ari_mediastream::codec::audiosocket::uuid_of(&frame);
                         Vec::new()
                     }
-                    Kind::Audio { rate_hz: 8000 } => {
+                    Kind::Audio { rate_hz } if rate_hz == self.enc.rate() => {
                         assert!(self.uuid.is_some(), "the UUID frame comes first");
-                        assert_eq!(frame.payload.len(), 320);
+                        assert_eq!(frame.payload.len(), self.enc.frame_samples() * 2);
                         audio::from_le(frame.payload)
                     }
                     other => panic!("unexpected frame {other:?}"),
@@ -207,19 +255,21 @@ impl MediaClient {
         self.close.clone()
     }
 
-    /// Encodes 20 ms (160 samples) as one message of the stream's encapsulation.
+    /// Encodes 20 ms (`frame_samples`) as one message of the stream's
+    /// encapsulation.
     pub fn encode_frame(&mut self, samples: &[i16]) -> Vec<u8> {
         use ari_mediastream::codec::g711::ulaw_encode;
         let mut out = Vec::new();
         match self.enc {
-            Enc::RtpUlaw | Enc::RtpSlin => {
-                let (pt, payload) = if self.enc == Enc::RtpUlaw {
-                    (
+            Enc::RtpUlaw | Enc::RtpSlin | Enc::RtpSlin16 | Enc::RtpSlin48 => {
+                let (pt, payload) = match self.enc {
+                    Enc::RtpUlaw => (
                         0u8,
                         samples.iter().map(|&s| ulaw_encode(s)).collect::<Vec<u8>>(),
-                    )
-                } else {
-                    (96u8, audio::slin_be(samples))
+                    ),
+                    Enc::RtpSlin => (96u8, audio::slin_be(samples)),
+                    Enc::RtpSlin16 => (97u8, audio::slin_be(samples)),
+                    _ => (99u8, audio::slin_be(samples)),
                 };
                 out.extend_from_slice(&[0x80, pt]);
                 out.extend_from_slice(&self.seq.to_be_bytes());
@@ -229,11 +279,15 @@ impl MediaClient {
                 self.seq = self.seq.wrapping_add(1);
                 self.ts = self.ts.wrapping_add(samples.len() as u32);
             }
-            Enc::SlnSlin => out = audio::slin_le(samples),
+            Enc::SlnSlin | Enc::SlnSlin16 | Enc::SlnSlin48 => out = audio::slin_le(samples),
             Enc::SlnUlaw => out = samples.iter().map(|&s| ulaw_encode(s)).collect(),
-            Enc::AudioSocket => {
+            Enc::AudioSocket | Enc::AudioSocket16 | Enc::AudioSocket48 => {
                 let payload = audio::slin_le(samples);
-                out.push(0x10);
+                out.push(match self.enc {
+                    Enc::AudioSocket => 0x10,
+                    Enc::AudioSocket16 => 0x12,
+                    _ => 0x16,
+                });
                 out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
                 out.extend_from_slice(&payload);
             }

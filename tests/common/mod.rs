@@ -240,11 +240,22 @@ where
 
 /// A call in `app`: `Local/<exten>@test`, whose far end runs the `test` dialplan context.
 pub async fn originate(ari: &AriClient, app: &str, exten: &str) -> String {
+    originate_with(ari, app, exten, None).await
+}
+
+/// The same, carrying only `formats` (e.g. `slin16` for a wideband call).
+pub async fn originate_with(
+    ari: &AriClient,
+    app: &str,
+    exten: &str,
+    formats: Option<&str>,
+) -> String {
     let id = unique_id("call");
     ari.originate(&OriginateParams {
         endpoint: &format!("Local/{exten}@test"),
         app,
         channel_id: Some(&id),
+        formats,
         ..OriginateParams::default()
     })
     .await
@@ -286,8 +297,13 @@ pub fn reason(body: &serde_json::Value) -> &str {
 
 /// A call in the service's app whose far end runs `exten`, known to the service.
 pub async fn call(service: &Service, exten: &str) -> String {
+    call_with(service, exten, None).await
+}
+
+/// The same, carrying only `formats`.
+pub async fn call_with(service: &Service, exten: &str, formats: Option<&str>) -> String {
     let ari = ari().await;
-    let id = originate(&ari, &service.app, exten).await;
+    let id = originate_with(&ari, &service.app, exten, formats).await;
     eventually(Duration::from_secs(5), || async {
         service.get(&format!("/v1.0/calls/{id}")).await.0 == 200
     })

@@ -21,8 +21,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// The stream's audio rate: the service sends and takes 8 kHz only, for now.
-const RATE: u32 = 8000;
 /// How much audio `play` sends per message.
 const CHUNK: Duration = Duration::from_millis(200);
 /// `play` sends this much faster than real time, so the service's queue never runs dry; the
@@ -74,7 +72,8 @@ enum Command {
         /// The WAV file to play.
         input: PathBuf,
     },
-    /// Writes raw audio (16-bit little-endian signed linear, 8 kHz mono) to stdout.
+    /// Writes raw audio (16-bit little-endian signed linear mono, at the format's rate) to
+    /// stdout.
     Listen {
         #[command(flatten)]
         target: Target,
@@ -105,11 +104,38 @@ impl Target {
     }
 }
 
-/// The audio format on the stream.
+/// The audio format on the stream: 16-bit signed linear at a rate. A recording is at that
+/// rate; a played file is converted to it.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Format {
-    /// 16-bit signed linear at 8 kHz. (16 kHz `slin16` is not offered by the service yet.)
+    /// 8 kHz.
     Slin,
+    /// 16 kHz (wideband, where the call carries it).
+    Slin16,
+    /// 24 kHz.
+    Slin24,
+    /// 48 kHz.
+    Slin48,
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::Slin => "slin",
+            Format::Slin16 => "slin16",
+            Format::Slin24 => "slin24",
+            Format::Slin48 => "slin48",
+        }
+    }
+
+    fn rate(self) -> u32 {
+        match self {
+            Format::Slin => 8000,
+            Format::Slin16 => 16_000,
+            Format::Slin24 => 24_000,
+            Format::Slin48 => 48_000,
+        }
+    }
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -142,19 +168,16 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Record {
             target,
-            format: Format::Slin,
+            format,
             seconds,
             out,
-        } => record(&base, &target, seconds, &out).await,
+        } => record(&base, &target, format, seconds, &out).await,
         Command::Play {
             call,
-            format: Format::Slin,
+            format,
             input,
-        } => play(&base, &call, &input).await,
-        Command::Listen {
-            target,
-            format: Format::Slin,
-        } => listen(&base, &target).await,
+        } => play(&base, &call, format, &input).await,
+        Command::Listen { target, format } => listen(&base, &target, format).await,
     }
 }
 
@@ -165,8 +188,9 @@ struct Base {
 }
 
 impl Base {
-    /// Opens `encapsulation=sln&format=slin&events=true` on `/v1.0/{kind}/{id}/media_stream`.
-    async fn open(&self, kind: &str, id: &str) -> Result<Ws, String> {
+    /// Opens `encapsulation=sln&format={format}&events=true` on
+    /// `/v1.0/{kind}/{id}/media_stream`.
+    async fn open(&self, kind: &str, id: &str, format: Format) -> Result<Ws, String> {
         if id.is_empty() || id == "." || id == ".." {
             return Err(format!("not a valid id: {id:?}"));
         }
@@ -179,8 +203,9 @@ impl Base {
             return Err(format!("--url must start with http:// or https://: {base}"));
         };
         let mut url = format!(
-            "{ws_base}/v1.0/{kind}/{}/media_stream?encapsulation=sln&format=slin&events=true",
-            segment(id)
+            "{ws_base}/v1.0/{kind}/{}/media_stream?encapsulation=sln&format={}&events=true",
+            segment(id),
+            format.name()
         );
         if let Some(token) = &self.token {
             url.push_str("&token=");
@@ -299,6 +324,7 @@ async fn close(ws: &mut Ws) {
 async fn record(
     base: &Base,
     target: &Target,
+    format: Format,
     seconds: Option<f64>,
     out: &Path,
 ) -> Result<(), String> {
@@ -308,10 +334,10 @@ async fn record(
         return Err(format!("--seconds must be a positive number: {s}"));
     }
     let (kind, id) = target.resource();
-    let mut ws = base.open(kind, id).await?;
+    let mut ws = base.open(kind, id, format).await?;
     let spec = hound::WavSpec {
         channels: 1,
-        sample_rate: RATE,
+        sample_rate: format.rate(),
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
@@ -319,7 +345,7 @@ async fn record(
         .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     // Stop on the amount of audio received; the wall-clock deadline only guards against a
     // stream that goes quiet.
-    let limit = seconds.map(|s| (s * f64::from(RATE)).round() as u64);
+    let limit = seconds.map(|s| (s * f64::from(format.rate())).round() as u64);
     let deadline = seconds.map(|s| Instant::now() + Duration::from_secs_f64(s + 2.0));
     let mut written = 0u64;
     let received = receive(&mut ws, deadline, |samples| {
@@ -343,9 +369,9 @@ async fn record(
     received.map(|_| ())
 }
 
-async fn listen(base: &Base, target: &Target) -> Result<(), String> {
+async fn listen(base: &Base, target: &Target, format: Format) -> Result<(), String> {
     let (kind, id) = target.resource();
-    let mut ws = base.open(kind, id).await?;
+    let mut ws = base.open(kind, id, format).await?;
     let mut stdout = std::io::stdout().lock();
     let mut bytes = Vec::new();
     let received = receive(&mut ws, None, |samples| {
@@ -363,20 +389,21 @@ async fn listen(base: &Base, target: &Target) -> Result<(), String> {
     Ok(())
 }
 
-async fn play(base: &Base, call: &str, input: &Path) -> Result<(), String> {
+async fn play(base: &Base, call: &str, format: Format, input: &Path) -> Result<(), String> {
+    let rate = format.rate();
     let file = File::open(input).map_err(|e| format!("cannot open {}: {e}", input.display()))?;
     let samples = audio::load_wav(BufReader::new(file))
-        .and_then(|(mono, rate)| audio::resample(&mono, rate, RATE))
+        .and_then(|(mono, from)| audio::resample(&mono, from, rate))
         .map_err(|e| format!("{}: {e}", input.display()))?;
     let pcm: Vec<u8> = samples
         .iter()
         .flat_map(|&s| audio::to_i16(s).to_le_bytes())
         .collect();
-    let chunk_bytes = (RATE as usize * CHUNK.as_millis() as usize / 1000) * 2;
+    let chunk_bytes = (rate as usize * CHUNK.as_millis() as usize / 1000) * 2;
     let chunks: Vec<&[u8]> = pcm.chunks(chunk_bytes).collect();
-    let total_ms = samples.len() as u64 * 1000 / u64::from(RATE);
+    let total_ms = samples.len() as u64 * 1000 / u64::from(rate);
 
-    let mut ws = base.open("calls", call).await?;
+    let mut ws = base.open("calls", call, format).await?;
     let progress = progress_bar(total_ms);
     let start = Instant::now();
     let pace = CHUNK.div_f64(AHEAD);

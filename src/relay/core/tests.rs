@@ -769,3 +769,74 @@ fn twilio_refuses_binary_and_malformed_messages_with_1007() {
         assert_eq!(h.close_code(), Some(1007));
     }
 }
+
+#[test]
+fn wideband_frames_are_20_ms_at_the_format_rate_in_every_encapsulation() {
+    for (format, rate, pt) in [
+        (Format::Slin16, 16_000u32, CLIENT_PT_L16_WIDEBAND),
+        (Format::Slin48, 48_000, CLIENT_PT_L16_48K),
+    ] {
+        let samples = (rate / 50) as usize;
+        let leg_frame = vec![0u8; 2 * samples];
+
+        // RTP: the format's payload type, big-endian, timestamp + one frame's samples.
+        let mut h = Harness::new(config(Encapsulation::Rtp, format, false));
+        for _ in 0..2 {
+            h.core.handle_leg(h.now, &leg_frame);
+        }
+        let headers: Vec<_> = h
+            .drain_client()
+            .into_iter()
+            .map(|m| match m {
+                Outbound::Binary(b) => {
+                    let packet = rtp::parse(&b).expect("rtp");
+                    assert_eq!(packet.payload.len(), 2 * samples);
+                    packet.header
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(headers.iter().all(|h| h.payload_type == pt));
+        assert_eq!(
+            headers[1].timestamp,
+            headers[0].timestamp.wrapping_add(samples as u32)
+        );
+
+        // AudioSocket: the rate's kind, both ways; the leg gets whole frames at that rate.
+        let mut h = Harness::new(config(Encapsulation::Audiosocket, format, false));
+        h.core.handle_leg(h.now, &leg_frame);
+        let kinds: Vec<_> = h
+            .drain_client()
+            .into_iter()
+            .filter_map(|m| match m {
+                Outbound::Binary(b) => Some((b[0], b.len() - 3)),
+                _ => None,
+            })
+            .collect();
+        let kind = Kind::Audio { rate_hz: rate }.to_byte();
+        assert_eq!(kinds, [(0x01, 16), (kind, 2 * samples)]);
+        let mut message = Vec::new();
+        for _ in 0..3 {
+            message.push(kind);
+            message.extend_from_slice(&((2 * samples) as u16).to_be_bytes());
+            message.extend(std::iter::repeat_n(1u8, 2 * samples));
+        }
+        h.binary(message);
+        h.run_until(at(200));
+        assert!(h.to_leg.iter().all(|(_, f)| f.len() == 2 * samples));
+        assert!(h.to_leg.iter().any(|(_, f)| f.iter().all(|&b| b == 1)));
+
+        // sln: raw little-endian at the rate; `started` says the rate.
+        let mut h = Harness::new(config(Encapsulation::Sln, format, true));
+        h.core.handle_leg(h.now, &leg_frame);
+        let out = h.drain_client();
+        match &out[0] {
+            Outbound::Text(t) => {
+                let started: serde_json::Value = serde_json::from_str(t).expect("json");
+                assert_eq!(started["sample_rate"], rate);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&out[1], Outbound::Binary(b) if b.len() == 2 * samples));
+    }
+}

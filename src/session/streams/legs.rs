@@ -22,17 +22,23 @@ impl Streams {
         channel: &str,
         request: &StreamRequest,
     ) -> Result<(MediaLeg, SampleFormat), SessionError> {
-        match self.transport_for(request.encapsulation) {
-            AsteriskTransport::Audiosocket => self.audiosocket_leg(channel).await,
+        match self.transport_for(request.encapsulation, request.format) {
+            AsteriskTransport::Audiosocket => self.audiosocket_leg(channel, request.format).await,
             _ => self.rtp_leg(channel, request.format).await,
         }
     }
 
-    fn transport_for(&self, encapsulation: Encapsulation) -> AsteriskTransport {
-        match (self.media.asterisk_transport, encapsulation) {
-            (AsteriskTransport::Auto, Encapsulation::Audiosocket) => AsteriskTransport::Audiosocket,
-            (AsteriskTransport::Auto, _) => AsteriskTransport::Rtp,
-            (chosen, _) => chosen,
+    /// Wideband goes over AudioSocket whatever the setting: Asterisk sends 16 kHz RTP (PT 118)
+    /// but drops every packet with a payload type above 34 that it receives, so an RTP leg
+    /// would carry wideband one way only.
+    fn transport_for(&self, encapsulation: Encapsulation, format: Format) -> AsteriskTransport {
+        match (self.media.asterisk_transport, encapsulation, format) {
+            _ if format.is_wideband() => AsteriskTransport::Audiosocket,
+            (AsteriskTransport::Auto, Encapsulation::Audiosocket, _) => {
+                AsteriskTransport::Audiosocket
+            }
+            (AsteriskTransport::Auto, ..) => AsteriskTransport::Rtp,
+            (chosen, ..) => chosen,
         }
     }
 
@@ -46,6 +52,7 @@ impl Streams {
         let (leg_format, ari_format, payload_type) = match format {
             Format::Ulaw => (SampleFormat::Ulaw, "ulaw", 0),
             Format::Slin => (SampleFormat::SlinBe, "slin", 10),
+            _ => unreachable!("wideband is carried over AudioSocket"),
         };
         let worker = self.workers.choose();
         let local_port = self.workers.local_addr(worker).port();
@@ -76,9 +83,19 @@ impl Streams {
     }
 
     /// An externalMedia channel over AudioSocket: Asterisk connects to the hub during the
-    /// request, announcing the UUID given as `data`. Always slin (little-endian): Asterisk
-    /// labels any format as 8 kHz slin on this leg.
-    async fn audiosocket_leg(&self, em_id: &str) -> Result<(MediaLeg, SampleFormat), SessionError> {
+    /// request, announcing the UUID given as `data`. Always signed linear (little-endian), at
+    /// the client's rate: Asterisk labels μ-law as 8 kHz slin on this leg.
+    async fn audiosocket_leg(
+        &self,
+        em_id: &str,
+        format: Format,
+    ) -> Result<(MediaLeg, SampleFormat), SessionError> {
+        let rate_hz = format.sample_rate();
+        let ari_format = if format.is_wideband() {
+            format.as_str()
+        } else {
+            "slin"
+        };
         let id = uuid::Uuid::new_v4();
         let arrival = self.hub.expect(id);
         let external_host =
@@ -92,7 +109,7 @@ impl Streams {
                 external_host: &external_host,
                 encapsulation: "audiosocket",
                 transport: "tcp",
-                format: "slin",
+                format: ari_format,
                 direction: "both",
                 data: Some(&data),
             })
@@ -103,7 +120,7 @@ impl Streams {
         }
         match tokio::time::timeout(STASIS_START_TIMEOUT, arrival).await {
             Ok(Ok(identified)) => Ok((
-                MediaLeg::Own(Leg::AudioSocket(AudioSocketLeg::new(identified))),
+                MediaLeg::Own(Leg::AudioSocket(AudioSocketLeg::new(identified, rate_hz))),
                 SampleFormat::SlinLe,
             )),
             _ => {
