@@ -121,6 +121,11 @@ impl From<SessionError> for ApiError {
                 "EXTERNAL_MEDIA_NOT_FOUND",
                 format!("external media {id} not found"),
             ),
+            SessionError::MediaStreamNotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "MEDIA_STREAM_NOT_FOUND",
+                format!("media stream {id} not found"),
+            ),
             SessionError::NotReady(message) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ASTERISK_UNAVAILABLE",

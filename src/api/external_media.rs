@@ -135,5 +135,6 @@ pub async fn action(
     match state.flows.perform(&call_id, &action).await? {
         ActionOutcome::Done => Ok(StatusCode::NO_CONTENT.into_response()),
         ActionOutcome::Started(view) => Ok((StatusCode::CREATED, Json(*view)).into_response()),
+        ActionOutcome::Connected(view) => Ok((StatusCode::CREATED, Json(*view)).into_response()),
     }
 }

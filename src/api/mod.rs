@@ -7,6 +7,7 @@ mod conferences;
 mod error;
 mod external_media;
 mod health;
+mod media_streams;
 mod streams;
 mod twilio;
 mod upgrade;
@@ -64,6 +65,19 @@ pub fn router(state: AppState) -> Router {
             get(external_media::get).delete(external_media::stop),
         )
         .route("/conferences/{id}/media_stream", get(streams::conference))
+        .route(
+            "/calls/{id}/media_stream_connect",
+            axum::routing::post(media_streams::connect_call),
+        )
+        .route(
+            "/conferences/{id}/media_stream_connect",
+            axum::routing::post(media_streams::connect_conference),
+        )
+        .route("/media_streams", get(media_streams::list))
+        .route(
+            "/media_streams/{id}",
+            get(media_streams::get).delete(media_streams::stop),
+        )
         .route(
             "/conferences",
             get(conferences::list).post(conferences::create),

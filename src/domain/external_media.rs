@@ -95,7 +95,7 @@ pub struct FieldError {
     pub message: String,
 }
 
-fn refuse(field: &'static str, message: impl Into<String>) -> FieldError {
+pub(crate) fn refuse(field: &'static str, message: impl Into<String>) -> FieldError {
     FieldError {
         field,
         message: message.into(),

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use super::connect::{ConnectBody, ConnectSpec};
 use super::external_media::{ExternalMediaBody, ExternalMediaSpec};
 
 /// An action as written: `{ "type": ..., "option": {...} }`.
@@ -24,6 +25,9 @@ pub enum FlowAction {
     ExternalMediaStop {
         id: Option<uuid::Uuid>,
     },
+    /// Streams the call to a client's server (SPEC §9.4); in a flow, the next action waits
+    /// until that stream has ended.
+    MediaStreamConnect(ConnectSpec),
     Hangup,
 }
 
@@ -48,6 +52,13 @@ impl ActionBody {
                     .map(FlowAction::ExternalMediaStart)
                     .map_err(|e| format!("option.{e}"))
             }
+            "media_stream_connect" => {
+                let body: ConnectBody =
+                    serde_json::from_value(option).map_err(|e| format!("option: {e}"))?;
+                body.validate()
+                    .map(FlowAction::MediaStreamConnect)
+                    .map_err(|e| format!("option.{e}"))
+            }
             "external_media_stop" => {
                 #[derive(Deserialize)]
                 #[serde(deny_unknown_fields)]
@@ -62,7 +73,8 @@ impl ActionBody {
                 })
             }
             other => Err(format!(
-                "type `{other}` is not answer, external_media_start, external_media_stop or hangup"
+                "type `{other}` is not answer, external_media_start, external_media_stop, \
+                 media_stream_connect or hangup"
             )),
         }
     }
@@ -98,6 +110,14 @@ mod tests {
             ),
             Ok(FlowAction::ExternalMediaStart(_))
         ));
+        assert!(matches!(
+            action(
+                serde_json::json!({"type": "media_stream_connect", "option": {"url": "ws://bot:80/"}})
+            ),
+            Ok(FlowAction::MediaStreamConnect(_))
+        ));
+        let e = action(serde_json::json!({"type": "media_stream_connect"})).expect_err("no url");
+        assert!(e.starts_with("option.url"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+pub mod connect;
 pub mod external_media;
 pub mod flow;
 

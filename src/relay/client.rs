@@ -34,12 +34,24 @@ const MAX_WRITE_BUFFER: usize = 256 * 1024;
 /// stream core's ring drops the oldest audio.
 pub const CLIENT_SNDBUF: usize = 64 * 1024;
 
-/// An upgraded client connection, not yet read.
+/// A client's WebSocket connection, not yet read: upgraded by the service's HTTP server, or
+/// opened by the service towards the client's server (`media_stream_connect`).
 #[derive(Debug)]
 pub struct ClientConn {
     stream: TcpStream,
-    /// Bytes the HTTP server read past the upgrade request: the start of the first frames.
+    /// Bytes read past the handshake: the start of the first frames.
     read_ahead: Bytes,
+    /// `Server` for an upgraded connection; `Client` for one the service opened (its frames
+    /// are masked).
+    role: Role,
+}
+
+/// A client connection's parts, for a worker on another runtime.
+#[derive(Debug)]
+pub struct StdConn {
+    pub stream: std::net::TcpStream,
+    pub read_ahead: Bytes,
+    pub role: Role,
 }
 
 fn config() -> WebSocketConfig {
@@ -52,9 +64,22 @@ fn config() -> WebSocketConfig {
 
 impl ClientConn {
     pub fn new(stream: TcpStream, read_ahead: Bytes) -> ClientConn {
+        ClientConn::with_role(stream, read_ahead, Role::Server)
+    }
+
+    /// A connection the service opened to the client's server, after the handshake.
+    pub fn outbound(stream: TcpStream, read_ahead: Bytes) -> ClientConn {
+        ClientConn::with_role(stream, read_ahead, Role::Client)
+    }
+
+    fn with_role(stream: TcpStream, read_ahead: Bytes, role: Role) -> ClientConn {
         let _ = stream.set_nodelay(true);
         let _ = setsockopt(&stream, sockopt::SndBuf, &CLIENT_SNDBUF);
-        ClientConn { stream, read_ahead }
+        ClientConn {
+            stream,
+            read_ahead,
+            role,
+        }
     }
 
     /// The connection as an async WebSocket, for a driver that gives the stream a task of
@@ -68,7 +93,7 @@ impl ClientConn {
         let socket = WebSocketStream::from_partially_read(
             self.stream,
             self.read_ahead.to_vec(),
-            Role::Server,
+            self.role,
             Some(config()),
         )
         .await;
@@ -80,8 +105,12 @@ impl ClientConn {
     }
 
     /// The parts, for a worker on another runtime: the socket leaves this runtime's reactor.
-    pub fn into_std(self) -> std::io::Result<(std::net::TcpStream, Bytes)> {
-        Ok((self.stream.into_std()?, self.read_ahead))
+    pub fn into_std(self) -> std::io::Result<StdConn> {
+        Ok(StdConn {
+            stream: self.stream.into_std()?,
+            read_ahead: self.read_ahead,
+            role: self.role,
+        })
     }
 }
 
@@ -139,13 +168,13 @@ pub enum Received {
 
 impl NonBlocking {
     /// Takes over a socket.
-    pub fn new(stream: std::net::TcpStream, read_ahead: Bytes) -> std::io::Result<NonBlocking> {
-        stream.set_nonblocking(true)?;
+    pub fn new(conn: StdConn) -> std::io::Result<NonBlocking> {
+        conn.stream.set_nonblocking(true)?;
         Ok(NonBlocking {
             ws: WebSocket::from_partially_read(
-                stream,
-                read_ahead.to_vec(),
-                Role::Server,
+                conn.stream,
+                conn.read_ahead.to_vec(),
+                conn.role,
                 Some(config()),
             ),
         })

@@ -145,6 +145,8 @@ pub enum EndReason {
     Client,
     /// The call hung up or the conference was destroyed.
     Hangup,
+    /// Stopped through the API (`DELETE /v1.0/media_streams/{id}`).
+    Stopped,
     Shutdown,
     /// The client sent something that is not what its encapsulation allows.
     Malformed(String),
@@ -159,7 +161,7 @@ pub enum EndReason {
 impl EndReason {
     pub fn close_code(&self) -> u16 {
         match self {
-            EndReason::Client | EndReason::Hangup => 1000,
+            EndReason::Client | EndReason::Hangup | EndReason::Stopped => 1000,
             EndReason::Shutdown => 1001,
             EndReason::Malformed(_) => 1007,
             EndReason::TokenExpired | EndReason::Overflow(_) => 1008,
@@ -173,6 +175,7 @@ impl EndReason {
         match self {
             EndReason::Client => "client",
             EndReason::Hangup => "hangup",
+            EndReason::Stopped => "stopped",
             EndReason::Shutdown => "shutdown",
             _ => "error",
         }
@@ -183,6 +186,7 @@ impl EndReason {
         let text = match self {
             EndReason::Client => "stopped by the client".to_owned(),
             EndReason::Hangup => "the call or conference ended".to_owned(),
+            EndReason::Stopped => "stopped through the API".to_owned(),
             EndReason::Shutdown => "the service is shutting down".to_owned(),
             EndReason::Malformed(why) => format!("malformed media: {why}"),
             EndReason::TooLarge => format!("message over {MAX_MESSAGE_BYTES} bytes"),

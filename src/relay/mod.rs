@@ -13,6 +13,7 @@
 pub mod audiosocket_leg;
 pub mod client;
 pub mod core;
+pub mod dial;
 pub mod stream;
 pub mod worker;
 

@@ -31,7 +31,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use nix::sys::socket::{
     MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt, sockopt,
 };
@@ -44,7 +43,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Inbound;
-use super::client::{ClientConn, ClientGone, NonBlocking, Received};
+use super::client::{ClientConn, ClientGone, NonBlocking, Received, StdConn};
 use super::core::{EndReason, PTIME, Signal, StreamCore};
 use super::stream::{Channels, Reporter, StreamSpec, core_config};
 use crate::codec::rtp::{self, RtpSender};
@@ -86,7 +85,7 @@ pub struct WorkerStream<C = ClientConn> {
 struct Attach {
     /// The client socket out of the HTTP runtime's reactor, and what was read past the
     /// upgrade request.
-    stream: WorkerStream<(std::net::TcpStream, Bytes)>,
+    stream: WorkerStream<StdConn>,
     done: oneshot::Sender<EndReason>,
     span: tracing::Span,
 }
@@ -604,7 +603,7 @@ impl Worker {
             client,
             channels,
         } = stream;
-        let client = match NonBlocking::new(client.0, client.1) {
+        let client = match NonBlocking::new(client) {
             Ok(client) => client,
             Err(e) => {
                 let _ = done.send(EndReason::Failure(format!("client socket: {e}")));

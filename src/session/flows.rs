@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::registry::{CallStart, SessionError};
-use super::streams::{ExternalMediaView, Streams};
+use super::streams::{ExternalMediaView, MediaStreamView, StreamStatus, Streams};
 use crate::ari::{AriError, AriErrorKind};
 use crate::domain::flow::FlowAction;
 use crate::domain::{CallId, Resource};
@@ -24,6 +24,7 @@ const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub enum ActionOutcome {
     Done,
     Started(Box<ExternalMediaView>),
+    Connected(Box<MediaStreamView>),
 }
 
 #[derive(Debug)]
@@ -58,6 +59,13 @@ impl Flows {
                     .start_external_media(Resource::Call(call.clone()), spec.clone())
                     .await?;
                 return Ok(ActionOutcome::Started(Box::new(view)));
+            }
+            FlowAction::MediaStreamConnect(spec) => {
+                let view = self
+                    .streams
+                    .connect(Resource::Call(call.clone()), spec.clone())
+                    .await?;
+                return Ok(ActionOutcome::Connected(Box::new(view)));
             }
             FlowAction::ExternalMediaStop { id: Some(id) } => {
                 let view = self.streams.external_media(*id)?;
@@ -129,9 +137,20 @@ impl Flows {
             return;
         }
         for (step, action) in actions.iter().enumerate() {
-            if let Err(e) = self.perform(call, action).await {
-                tracing::warn!(step, action = ?action, error = %e, "flow action failed: flow stopped");
-                return;
+            match self.perform(call, action).await {
+                Err(e) => {
+                    tracing::warn!(step, action = ?action, error = %e, "flow action failed: flow stopped");
+                    return;
+                }
+                // Like Twilio's <Connect>: the flow goes on once the stream has ended.
+                Ok(ActionOutcome::Connected(view)) => {
+                    if view.status == StreamStatus::Terminated {
+                        tracing::warn!(step, reason = ?view.reason, "media_stream_connect: the client's server was not reached");
+                    }
+                    self.streams.media_stream_ended(view.id).await;
+                    tracing::info!(step, stream_id = %view.id, "media_stream_connect: the stream ended");
+                }
+                Ok(_) => {}
             }
         }
         tracing::info!(steps = actions.len(), "flow done");

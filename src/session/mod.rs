@@ -10,4 +10,7 @@ mod streams;
 
 pub use flows::{ActionOutcome, Flows};
 pub use registry::{CallStart, Gone, Notice, Registry, SessionError};
-pub use streams::{Admission, ExternalMediaStatus, ExternalMediaView, StreamRequest, Streams};
+pub use streams::{
+    Admission, ExternalMediaStatus, ExternalMediaView, MediaStreamView, StreamDirection,
+    StreamRequest, StreamStatus, Streams,
+};

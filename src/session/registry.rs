@@ -34,6 +34,8 @@ pub enum SessionError {
     PermissionDenied(String),
     #[error("external media {0} not found")]
     ExternalMediaNotFound(uuid::Uuid),
+    #[error("media stream {0} not found")]
+    MediaStreamNotFound(uuid::Uuid),
     /// The service cannot do this now: it is still cleaning up after a previous run, or
     /// shutting down, or Asterisk did not complete a step of the setup.
     #[error("{0}")]

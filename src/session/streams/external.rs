@@ -101,7 +101,9 @@ impl Streams {
     ) -> Result<ExternalMediaView, SessionError> {
         self.check_ready()?;
         self.find(&resource).await?;
-        let host = self.resolve(&spec).await?;
+        let host = self
+            .resolve_host("external_host", &spec.host, spec.port)
+            .await?;
         let admission = self.reserve(&resource, Kind::ExternalMedia)?;
         let id = admission.id;
         // Stoppable from now on, even while it is being made.
@@ -270,9 +272,15 @@ impl Streams {
         }
     }
 
-    /// The address of `external_host`, if it resolves into the allowed networks.
-    async fn resolve(&self, spec: &ExternalMediaSpec) -> Result<SocketAddr, SessionError> {
-        let lookup = tokio::net::lookup_host((spec.host.as_str(), spec.port));
+    /// The address of a host the user named (`field`), if it resolves into the allowed
+    /// networks (`external_media.allowed_hosts`).
+    pub(super) async fn resolve_host(
+        &self,
+        field: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<SocketAddr, SessionError> {
+        let lookup = tokio::net::lookup_host((host, port));
         let addrs: Vec<SocketAddr> = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
             Ok(Ok(addrs)) => addrs.collect(),
             _ => Vec::new(),
@@ -289,14 +297,13 @@ impl Streams {
             .copied()
         else {
             return Err(SessionError::InvalidArgument(format!(
-                "external_host: `{}` does not resolve",
-                spec.host
+                "{field}: `{host}` does not resolve"
             )));
         };
         let allowed = &self.external.allowed_hosts;
         if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(first.ip())) {
             return Err(SessionError::PermissionDenied(format!(
-                "external_host: {} is outside external_media.allowed_hosts",
+                "{field}: {} is outside external_media.allowed_hosts",
                 first.ip()
             )));
         }

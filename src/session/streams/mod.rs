@@ -13,9 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+mod connect;
 mod external;
 mod legs;
 
+pub use connect::{Direction as StreamDirection, MediaStreamView, StreamStatus};
 pub use external::{ExternalMediaView, Status as ExternalMediaStatus};
 
 use super::attachment::{Attachment, Attachments, Ended, Tap, internal_id};
@@ -51,6 +53,8 @@ struct State {
     by_resource: HashMap<Resource, Vec<(Kind, uuid::Uuid)>>,
     /// External medias, running and recently terminated.
     external: HashMap<uuid::Uuid, external::Entry>,
+    /// Media streams, inbound and outbound; outbound ones recently terminated too.
+    media_streams: HashMap<uuid::Uuid, connect::Entry>,
 }
 
 #[derive(Debug)]
@@ -268,6 +272,21 @@ impl Streams {
         request: StreamRequest,
         client: ClientConn,
     ) {
+        let view = Streams::inbound_view(admission.id, &request);
+        let (registration, stop) = self.register(view, false);
+        self.serve(admission, request, client, stop).await;
+        drop(registration);
+    }
+
+    /// Runs a stream on its client's connection until it ends (or `stop`), then tears down;
+    /// why it ended.
+    async fn serve(
+        self: Arc<Self>,
+        admission: Admission,
+        request: StreamRequest,
+        client: ClientConn,
+        stop: CancellationToken,
+    ) -> EndReason {
         let stream_id = admission.id;
         let span = match &request.resource {
             Resource::Call(id) => tracing::info_span!("stream", %stream_id, call_id = %id),
@@ -321,7 +340,7 @@ impl Streams {
                         parameters: request.parameters.clone(),
                         account_sid: self.twilio.account_sid.clone(),
                     };
-                    self.relay(spec, leg, client, &mut attachment).await
+                    self.relay(spec, leg, client, &mut attachment, stop).await
                 }
                 Err(e) => {
                     let reason = if self.shutdown.is_cancelled() {
@@ -343,6 +362,7 @@ impl Streams {
             );
             active.dec();
             drop(admission);
+            reason
         }
         .instrument(span)
         .await
@@ -355,8 +375,14 @@ impl Streams {
         leg: MediaLeg,
         client: ClientConn,
         attachment: &mut Attachment<'_>,
+        stop: CancellationToken,
     ) -> EndReason {
         let (signal_tx, signal_rx) = mpsc::unbounded_channel();
+        let stopped = async {
+            stop.cancelled().await;
+            let _ = signal_tx.send(Signal::End(EndReason::Stopped));
+            std::future::pending::<Infallible>().await
+        };
         let (action_tx, mut action_rx) = mpsc::channel(16);
         let resource = spec.resource.clone();
         let follow = async {
@@ -412,6 +438,7 @@ impl Streams {
             reason = run => reason,
             never = follow => match never {},
             never = perform_actions => match never {},
+            never = stopped => match never {},
         }
     }
 
