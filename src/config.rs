@@ -64,6 +64,9 @@ pub struct MediaSettings {
     pub max_queue_ms: u32,
     /// Media worker threads serving RTP legs; each binds one port of `rtp_ports`.
     pub workers: usize,
+    /// A private CA (PEM) trusted for `wss://` servers of `media_stream_connect`, beside the
+    /// system's roots.
+    pub connect_ca_file: Option<std::path::PathBuf>,
 }
 
 /// Which externalMedia transport the service asks Asterisk for.
@@ -244,6 +247,7 @@ struct RawMedia {
     max_queue_ms: u32,
     /// 0: one per core.
     workers: usize,
+    connect_ca_file: Option<String>,
 }
 
 impl Default for RawMedia {
@@ -257,6 +261,7 @@ impl Default for RawMedia {
             jitter_ms: 40,
             max_queue_ms: 10_000,
             workers: 0,
+            connect_ca_file: None,
         }
     }
 }
@@ -452,6 +457,11 @@ impl Settings {
                 "must be 2 to 64 letters and digits",
             ));
         }
+        let connect_ca_file = raw.media.connect_ca_file.map(std::path::PathBuf::from);
+        if let Some(path) = &connect_ca_file {
+            crate::tls::certificates(path)
+                .map_err(|e| invalid("media.connect_ca_file", e.to_string()))?;
+        }
         if !(20..=1000).contains(&raw.media.jitter_ms) {
             return Err(invalid("media.jitter_ms", "must be within 20..=1000"));
         }
@@ -560,6 +570,7 @@ impl Settings {
                 jitter_ms: raw.media.jitter_ms,
                 max_queue_ms: raw.media.max_queue_ms,
                 workers,
+                connect_ca_file,
             },
             auth,
             limits: LimitSettings {

@@ -20,6 +20,7 @@ pub mod media;
 pub mod relay;
 pub mod session;
 pub mod telemetry;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -92,11 +93,14 @@ pub async fn run(
         metrics.clone(),
     )
     .map_err(|e| std::io::Error::new(e.kind(), format!("media.rtp_ports: {e}")))?;
+    let connect_tls = tls::client_config(settings.media.connect_ca_file.as_deref())
+        .map_err(|e| std::io::Error::other(format!("media.connect_ca_file: {e}")))?;
     let streams = Arc::new(Streams::new(
         registry.clone(),
         &settings,
         hub,
         workers,
+        connect_tls,
         metrics.clone(),
         stream_shutdown,
     ));

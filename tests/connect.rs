@@ -320,6 +320,24 @@ async fn a_flow_waits_for_the_stream_then_goes_on() {
     let report = describe(&samples, &[1000.0]);
     println!("flow's stream: {report}");
     assert!(tone_share(&samples, 1000.0) > 0.8, "{report}");
+    // What the call hears while the server sends nothing: silence. (A snoop tapping only what
+    // the tone's half receives, as the Pipecat bot test uses to hear the bot's echo.)
+    let ear = unique_id("ear");
+    ari()
+        .await
+        .snoop(&near, &ear, &service.app, "in", "none")
+        .await
+        .expect("snoop");
+    eventually(Duration::from_secs(5), || async {
+        service.get(&format!("/v1.0/calls/{ear}")).await.0 == 200
+    })
+    .await;
+    let mut listener = stream(&service, &ear, Enc::SlnSlin).await;
+    let (quiet, _) = listener.listen(Duration::from_secs(1)).await;
+    println!("the call hears a silent server as: rms {:.0}", rms(&quiet));
+    assert!(quiet.len() > 6000 && rms(&quiet) < 50.0);
+    listener.close().await;
+    hangup(&ari().await, &ear).await;
     // The flow is still waiting: its `hangup` has not run.
     assert_eq!(
         service
@@ -477,5 +495,103 @@ async fn unreachable_refusing_and_forbidden_servers() {
     println!("outside allowed_hosts: {status} {}", reason(&answer));
     assert_eq!(status, 403, "{answer}");
     hangup(&ari().await, &call).await;
+    service.stop().await;
+}
+
+/// `wss://`: TLS to a server whose certificate a private CA signed, trusted through
+/// `media.connect_ca_file`; without it the connection is refused for its certificate.
+#[tokio::test]
+async fn wss_to_a_server_of_a_private_ca() {
+    let ca = common::tls::TestCa::new("connect");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server.clone());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    let _ = tx.send(None);
+                    return;
+                };
+                if let Ok(ws) = tokio_tungstenite::accept_async(tls).await {
+                    let _ = tx.send(Some(ws));
+                }
+            });
+        }
+    });
+    let url = format!("wss://localhost:{port}/secure");
+
+    // The system's roots do not know the test's CA.
+    let service = Service::start(test_settings()).await;
+    let call = common::call(&service, "tone").await;
+    let (status, view) = service
+        .post(
+            &format!("/v1.0/calls/{call}/media_stream_connect"),
+            Some(serde_json::json!({"url": url, "encapsulation": "sln"})),
+        )
+        .await;
+    println!("wss without the CA: {status} {}", view["reason"]);
+    assert_eq!((status, view["status"].as_str()), (201, Some("terminated")));
+    assert!(
+        view["reason"].as_str().expect("reason").contains("TLS"),
+        "{view}"
+    );
+    hangup(&ari().await, &call).await;
+    service.stop().await;
+    while rx.try_recv().is_ok() {}
+
+    let mut settings = test_settings();
+    settings.media.connect_ca_file = Some(ca.ca_file.clone());
+    let service = Service::start(settings).await;
+    let call = common::call(&service, "tone").await;
+    let (status, view) = service
+        .post(
+            &format!("/v1.0/calls/{call}/media_stream_connect"),
+            Some(serde_json::json!({"url": url, "encapsulation": "sln"})),
+        )
+        .await;
+    assert_eq!(
+        (status, view["status"].as_str()),
+        (201, Some("running")),
+        "{view}"
+    );
+    let mut ws = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("in time")
+        .flatten()
+        .expect("a TLS WebSocket");
+    let mut audio = Vec::new();
+    let end = tokio::time::Instant::now() + Duration::from_millis(1800);
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(end, ws.next()).await {
+        if let Message::Binary(b) = message {
+            audio.extend_from_slice(&b);
+        }
+    }
+    let samples = from_le(&audio);
+    let tail = &samples[samples.len().saturating_sub(8000)..];
+    let report = describe(tail, &[1000.0]);
+    println!(
+        "wss with connect_ca_file: {} samples; {report}",
+        samples.len()
+    );
+    assert!(
+        samples.len() > 12_000 && tone_share(tail, 1000.0) > 0.8,
+        "{report}"
+    );
+    // Audio back over TLS reaches the call: the stream's own echo is not needed, the
+    // server's close is enough to end it cleanly.
+    ws.close(None).await.expect("close");
+    let id = view["id"].as_str().expect("id").to_owned();
+    eventually(Duration::from_secs(2), || async {
+        service.get(&format!("/v1.0/media_streams/{id}")).await.1["status"] == "terminated"
+    })
+    .await;
+    hangup(&ari().await, &call).await;
+    eventually(Duration::from_secs(2), || async {
+        leftovers(&service).await.is_empty()
+    })
+    .await;
     service.stop().await;
 }

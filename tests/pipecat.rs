@@ -11,8 +11,14 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
+use ari_mediastream::ari::rest::OriginateParams;
+use ari_mediastream::domain::flow::ActionBody;
+use common::audio::{describe, rms, tone_share};
+use common::client::Enc;
 use common::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 const DEFAULT_PYTHON: &str = "/var/cache/ari-mediastream/pipecat-venv/bin/python";
@@ -134,5 +140,162 @@ async fn pipecat_audio_is_heard_back_and_its_interruption_clears_the_queue() {
         "the echo stops within 0.5 s of the clear: last {last} ms, {after} ms of it"
     );
     assert_hung_up(&service, &id, &summary).await;
+    service.stop().await;
+}
+
+/// The next JSON line the bot prints, within `limit`.
+async fn bot_says(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    limit: Duration,
+) -> serde_json::Value {
+    let line = tokio::time::timeout(limit, lines.next_line())
+        .await
+        .expect("the bot speaks in time")
+        .expect("the bot's stdout")
+        .expect("the bot is still running");
+    println!("bot: {line}");
+    serde_json::from_str(&line).expect("a JSON line")
+}
+
+/// SPEC §9.4 with a real Pipecat bot: `tests/pipecat/echo_bot.py`, a Pipecat pipeline served by
+/// its FastAPI WebSocket transport with `TwilioFrameSerializer`, echoing what it hears. A call
+/// whose dialplan runs `Stasis(<app>,flow=bot)` makes the service connect to the bot; the call
+/// hears its own tone back through the bot; the bot ends its conversation and its serializer
+/// hangs the call up through the service.
+#[tokio::test]
+async fn a_pipecat_bot_dialled_by_a_flow_echoes_the_call_and_hangs_it_up() {
+    const BOT_SECONDS: u64 = 6;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("addr").port()
+    };
+    let mut settings = test_settings();
+    let action = |json: serde_json::Value| {
+        serde_json::from_value::<ActionBody>(json)
+            .expect("action")
+            .validate()
+            .expect("valid")
+    };
+    settings.flows.insert(
+        "bot".into(),
+        vec![
+            action(serde_json::json!({"type": "answer"})),
+            action(
+                serde_json::json!({"type": "media_stream_connect", "option": {
+                    "url": format!("ws://127.0.0.1:{port}/bot"),
+                    "parameters": {"persona": "echo"},
+                }}),
+            ),
+            action(serde_json::json!({"type": "hangup"})),
+        ],
+    );
+    let service = Service::start(settings).await;
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pipecat/echo_bot.py");
+    let mut bot = tokio::process::Command::new(python())
+        .arg(&script)
+        .args(["--port", &port.to_string()])
+        .args(["--base-url", &format!("http://{}", service.addr)])
+        .args(["--account-sid", ACCOUNT_SID, "--auth-token", API_KEY])
+        .args(["--seconds", &BOT_SECONDS.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the bot");
+    let mut lines = BufReader::new(bot.stdout.take().expect("stdout")).lines();
+    assert_eq!(
+        bot_says(&mut lines, Duration::from_secs(30)).await["event"],
+        "listening"
+    );
+
+    // One half of a Local channel plays 1000 Hz; the other runs Stasis(<app>,flow=bot).
+    let near = unique_id("bot");
+    let ari = ari().await;
+    ari.originate(&OriginateParams {
+        endpoint: "Local/stasis@test",
+        extension: Some("tone"),
+        context: Some("test"),
+        channel_id: Some(&near),
+        variables: &[("MS_APP", &service.app), ("MS_ARGS", "flow=bot")],
+        ..OriginateParams::default()
+    })
+    .await
+    .expect("originate");
+    let flowing = format!("{near};2");
+    let start = bot_says(&mut lines, Duration::from_secs(10)).await;
+    assert_eq!(start["event"], "start");
+    assert_eq!(start["callSid"], flowing.as_str());
+    assert_eq!(
+        start["customParameters"],
+        serde_json::json!({"persona": "echo"})
+    );
+    let (_, listed) = service.get("/v1.0/media_streams").await;
+    let outbound = listed["result"]
+        .as_array()
+        .expect("result")
+        .iter()
+        .find(|s| s["direction"] == "outbound")
+        .cloned()
+        .expect("the flow's stream is listed");
+    assert_eq!(outbound["status"], "running");
+    assert_eq!(outbound["id"], start["streamSid"]);
+
+    // What the call hears: a snoop on the tone's half that taps only what it receives, made
+    // in the service's application and streamed like any call.
+    let ear = unique_id("ear");
+    ari.snoop(&near, &ear, &service.app, "in", "none")
+        .await
+        .expect("snoop");
+    eventually(Duration::from_secs(5), || async {
+        service.get(&format!("/v1.0/calls/{ear}")).await.0 == 200
+    })
+    .await;
+    let mut listener = stream(&service, &ear, Enc::SlnSlin).await;
+    assert_eq!(
+        bot_says(&mut lines, Duration::from_secs(5)).await["event"],
+        "echoed"
+    );
+    let (heard, _) = listener.listen(Duration::from_secs(2)).await;
+    let report = describe(&heard, &[1000.0]);
+    println!("the call hears through the bot: {report}");
+    assert!(rms(&heard) > 500.0, "{report}");
+    assert!(tone_share(&heard, 1000.0) > 0.8, "{report}");
+
+    // The bot ends its conversation: its serializer hangs the call up through the service.
+    assert_eq!(
+        bot_says(&mut lines, Duration::from_secs(BOT_SECONDS + 5)).await["event"],
+        "ending"
+    );
+    let ending = std::time::Instant::now();
+    eventually(Duration::from_secs(3), || async {
+        service
+            .get(&format!("/v1.0/calls/{}", flowing.replace(';', "%3B")))
+            .await
+            .0
+            == 404
+    })
+    .await;
+    println!(
+        "the call was hung up {:?} after the bot's EndFrame",
+        ending.elapsed()
+    );
+    assert_eq!(
+        bot_says(&mut lines, Duration::from_secs(5)).await["event"],
+        "closed"
+    );
+    let id = outbound["id"].as_str().expect("id");
+    eventually(Duration::from_secs(2), || async {
+        service.get(&format!("/v1.0/media_streams/{id}")).await.1["status"] == "terminated"
+    })
+    .await;
+    let (_, ended) = service.get(&format!("/v1.0/media_streams/{id}")).await;
+    println!("the bot's stream: {ended}");
+    listener.close().await;
+    hangup(&ari, &ear).await;
+    eventually(Duration::from_secs(2), || async {
+        leftovers(&service).await.is_empty()
+    })
+    .await;
+    let _ = bot.start_kill();
     service.stop().await;
 }

@@ -8,6 +8,7 @@
 pub mod audio;
 pub mod client;
 pub mod listeners;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -165,11 +165,6 @@ impl Streams {
         self.check_ready()?;
         self.find(&resource).await?;
         let addr = self.resolve_host("url", &spec.host, spec.port).await?;
-        if spec.secure {
-            return Err(SessionError::InvalidArgument(
-                "url: wss:// is not supported yet; use ws://".into(),
-            ));
-        }
         let admission = self.reserve(&resource, Kind::Stream)?;
         let request = StreamRequest {
             resource,
@@ -215,8 +210,14 @@ impl Streams {
             answer,
         } = dialing;
         let id = admission.id;
+        let target = dial::Target {
+            addr,
+            host: &spec.host,
+            path: &spec.target,
+            secure: spec.secure,
+        };
         let dialed = tokio::select! {
-            dialed = dial::dial(addr, &spec.host, &spec.target) => dialed,
+            dialed = self.dialer.dial(target) => dialed,
             _ = stop.cancelled() => {
                 self.terminate(id, "stopped before the server answered".into());
                 let _ = answer.send(self.media_stream(id));

@@ -29,6 +29,7 @@ use crate::config::{
 use crate::domain::{Encapsulation, Format, INTERNAL_PREFIX, Resource};
 use crate::relay::audiosocket_leg::AudioSocketHub;
 use crate::relay::client::ClientConn;
+use crate::relay::dial::Dialer;
 use crate::relay::stream::{Action, Channels, EndReason, Signal, StreamSpec};
 use crate::relay::worker::Workers;
 use crate::relay::{self, MediaLeg};
@@ -69,6 +70,8 @@ pub struct Streams {
     twilio: TwilioSettings,
     /// The media workers that serve RTP legs.
     workers: Workers,
+    /// Opens the WebSockets of `media_stream_connect`.
+    dialer: Dialer,
     hub: AudioSocketHub,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
@@ -117,11 +120,14 @@ impl Streams {
         settings: &Settings,
         hub: AudioSocketHub,
         workers: Workers,
+        connect_tls: Arc<rustls::ClientConfig>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Streams {
+        let tracker = TaskTracker::new();
         Streams {
             workers,
+            dialer: Dialer::new(connect_tls, tracker.clone()),
             attachments: Attachments::new(registry.clone(), settings.ari.app.clone()),
             ari: registry.ari().clone(),
             hub,
@@ -135,7 +141,7 @@ impl Streams {
             state: Mutex::new(State::default()),
             leftovers_removed: tokio::sync::watch::Sender::new(false),
             shutdown,
-            tracker: TaskTracker::new(),
+            tracker,
         }
     }
 
