@@ -17,6 +17,7 @@ use super::{Admission, Kind, StreamRequest, Streams};
 use crate::domain::connect::ConnectSpec;
 use crate::domain::{Encapsulation, Format, Resource};
 use crate::relay::dial;
+use crate::relay::stream::EndReason;
 use crate::session::registry::SessionError;
 
 /// How long a stop may take before the answer says so anyway.
@@ -124,7 +125,9 @@ impl Streams {
         view: MediaStreamView,
         keep: bool,
     ) -> (Registration, CancellationToken) {
-        let stop = self.shutdown.child_token();
+        // Not the shutdown's child: a stream that shuts down ends as `Shutdown` (1001), not as
+        // stopped.
+        let stop = CancellationToken::new();
         let (ended_tx, ended) = watch::channel(false);
         let id = view.id;
         self.lock().media_streams.insert(
@@ -223,6 +226,11 @@ impl Streams {
                 let _ = answer.send(self.media_stream(id));
                 return;
             }
+            _ = self.shutdown.cancelled() => {
+                self.terminate(id, EndReason::Shutdown.close_text());
+                let _ = answer.send(self.media_stream(id));
+                return;
+            }
         };
         let client = match dialed {
             Ok(client) => client,
@@ -298,7 +306,7 @@ impl Streams {
         // An inbound stream is forgotten as it ends: its last state, ended.
         Ok(self.media_stream(id).unwrap_or_else(|_| {
             last.status = StreamStatus::Terminated;
-            last.reason = Some(crate::relay::stream::EndReason::Stopped.close_text());
+            last.reason = Some(EndReason::Stopped.close_text());
             last.terminated = Some(now());
             last
         }))
