@@ -8,8 +8,6 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ari_mediastream::ari::rest::OriginateParams;
-use ari_mediastream::domain::flow::ActionBody;
 use base64::Engine;
 use common::audio::{describe, from_le, rms, slin_le, tone, tone_share};
 use common::client::Enc;
@@ -174,12 +172,7 @@ async fn the_service_dials_a_server_streams_both_ways_and_lists_and_stops_it() {
     );
     assert_eq!(service.get(&format!("/v1.0/calls/{call}")).await.0, 200);
     inbound.close().await;
-    hangup(&ari().await, &call).await;
-    eventually(Duration::from_secs(2), || async {
-        leftovers(&service).await.is_empty()
-    })
-    .await;
-    service.stop().await;
+    finish(service, &[&call]).await;
 }
 
 #[tokio::test]
@@ -271,47 +264,21 @@ async fn twilio_by_default_and_the_servers_close_ends_the_stream_not_the_call() 
     service.stop().await;
 }
 
-/// A Local channel whose near half plays 1000 Hz and whose far half runs
-/// `Stasis(<app>,flow=<flow>)`; the near half's id (the far half's is `<id>;2`).
-async fn call_into_flow(app: &str, flow: &str) -> String {
-    let near = unique_id("flow");
-    let args = format!("flow={flow}");
-    ari()
-        .await
-        .originate(&OriginateParams {
-            endpoint: "Local/stasis@test",
-            extension: Some("tone"),
-            context: Some("test"),
-            channel_id: Some(&near),
-            variables: &[("MS_APP", app), ("MS_ARGS", &args)],
-            ..OriginateParams::default()
-        })
-        .await
-        .expect("originate");
-    near
-}
-
 #[tokio::test]
 async fn a_flow_waits_for_the_stream_then_goes_on() {
     let (addr, mut rx) = server().await;
     let mut settings = test_settings();
-    let action = |json: serde_json::Value| {
-        serde_json::from_value::<ActionBody>(json)
-            .expect("action")
-            .validate()
-            .expect("valid")
-    };
     settings.flows.insert(
         "bot".into(),
         vec![
-            action(serde_json::json!({"type": "answer"})),
-            action(serde_json::json!({"type": "media_stream_connect",
+            flow_action(serde_json::json!({"type": "answer"})),
+            flow_action(serde_json::json!({"type": "media_stream_connect",
                 "option": {"url": format!("ws://{addr}/flow"), "encapsulation": "sln"}})),
-            action(serde_json::json!({"type": "hangup"})),
+            flow_action(serde_json::json!({"type": "hangup"})),
         ],
     );
     let service = Service::start(settings).await;
-    let near = call_into_flow(&service.app, "bot").await;
+    let near = into_flow(&service.app, "bot", "tone").await;
     let flowing = format!("{near};2");
     let (_, mut ws) = accepted(&mut rx).await;
     read_for(&mut ws, Duration::from_millis(800)).await;
@@ -360,11 +327,7 @@ async fn a_flow_waits_for_the_stream_then_goes_on() {
         "the flow's hangup ran {:?} after the server closed",
         closed.elapsed()
     );
-    eventually(Duration::from_secs(2), || async {
-        leftovers(&service).await.is_empty()
-    })
-    .await;
-    service.stop().await;
+    finish(service, &[]).await;
 }
 
 #[tokio::test]
@@ -588,10 +551,5 @@ async fn wss_to_a_server_of_a_private_ca() {
         service.get(&format!("/v1.0/media_streams/{id}")).await.1["status"] == "terminated"
     })
     .await;
-    hangup(&ari().await, &call).await;
-    eventually(Duration::from_secs(2), || async {
-        leftovers(&service).await.is_empty()
-    })
-    .await;
-    service.stop().await;
+    finish(service, &[&call]).await;
 }

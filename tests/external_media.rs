@@ -5,8 +5,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use ari_mediastream::ari::rest::OriginateParams;
-use ari_mediastream::domain::flow::ActionBody;
 use common::audio::{describe, from_le, rms, tone, tone_share};
 use common::listeners::{accept_audiosocket, capture_rtp};
 use common::*;
@@ -16,24 +14,6 @@ async fn udp() -> (UdpSocket, String) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let addr = socket.local_addr().expect("addr").to_string();
     (socket, addr)
-}
-
-/// A Local channel whose near half plays 1000 Hz and whose far half runs
-/// `Stasis(<app>,flow=<flow>)`; the near half's id (the far half's is `<id>;2`).
-async fn call_into_flow(ari: &ari_mediastream::ari::AriClient, app: &str, flow: &str) -> String {
-    let near = unique_id("flow");
-    let args = format!("flow={flow}");
-    ari.originate(&OriginateParams {
-        endpoint: "Local/stasis@test",
-        extension: Some("tone"),
-        context: Some("test"),
-        channel_id: Some(&near),
-        variables: &[("MS_APP", app), ("MS_ARGS", &args)],
-        ..OriginateParams::default()
-    })
-    .await
-    .expect("originate");
-    near
 }
 
 /// Waits until the external media `view` shows `terminated` and its Asterisk objects are gone,
@@ -269,23 +249,17 @@ async fn a_host_that_speaks_is_heard_by_the_call() {
 async fn a_flow_from_the_dialplan_starts_external_media() {
     let (listener, host) = udp().await;
     let mut settings = test_settings();
-    let flow = |json: serde_json::Value| {
-        serde_json::from_value::<ActionBody>(json)
-            .expect("action")
-            .validate()
-            .expect("valid")
-    };
     settings.flows.insert(
         "asr".into(),
         vec![
-            flow(serde_json::json!({"type": "answer"})),
-            flow(serde_json::json!({"type": "external_media_start", "option": {"external_host": host}})),
+            flow_action(serde_json::json!({"type": "answer"})),
+            flow_action(serde_json::json!({"type": "external_media_start", "option": {"external_host": host}})),
         ],
     );
     let service = Service::start(settings).await;
     let ari = ari().await;
     // One half of a Local channel plays 1000 Hz; the other runs Stasis(<app>,flow=asr).
-    let near = call_into_flow(&ari, &service.app, "asr").await;
+    let near = into_flow(&service.app, "asr", "tone").await;
     let flowing = format!("{near};2");
     eventually(Duration::from_secs(5), || async {
         service
@@ -330,7 +304,7 @@ async fn a_flow_from_the_dialplan_starts_external_media() {
 async fn an_unknown_flow_leaves_the_call_alone() {
     let service = Service::start(test_settings()).await;
     let ari = ari().await;
-    let near = call_into_flow(&ari, &service.app, "nope").await;
+    let near = into_flow(&service.app, "nope", "tone").await;
     let far = format!("/v1.0/calls/{near}%3B2");
     eventually(Duration::from_secs(5), || async {
         service.get(&far).await.0 == 200

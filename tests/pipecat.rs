@@ -13,8 +13,6 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use ari_mediastream::ari::rest::OriginateParams;
-use ari_mediastream::domain::flow::ActionBody;
 use common::audio::{describe, rms, tone_share};
 use common::client::Enc;
 use common::*;
@@ -170,23 +168,17 @@ async fn a_pipecat_bot_dialled_by_a_flow_echoes_the_call_and_hangs_it_up() {
         probe.local_addr().expect("addr").port()
     };
     let mut settings = test_settings();
-    let action = |json: serde_json::Value| {
-        serde_json::from_value::<ActionBody>(json)
-            .expect("action")
-            .validate()
-            .expect("valid")
-    };
     settings.flows.insert(
         "bot".into(),
         vec![
-            action(serde_json::json!({"type": "answer"})),
-            action(
+            flow_action(serde_json::json!({"type": "answer"})),
+            flow_action(
                 serde_json::json!({"type": "media_stream_connect", "option": {
                     "url": format!("ws://127.0.0.1:{port}/bot"),
                     "parameters": {"persona": "echo"},
                 }}),
             ),
-            action(serde_json::json!({"type": "hangup"})),
+            flow_action(serde_json::json!({"type": "hangup"})),
         ],
     );
     let service = Service::start(settings).await;
@@ -209,18 +201,8 @@ async fn a_pipecat_bot_dialled_by_a_flow_echoes_the_call_and_hangs_it_up() {
     );
 
     // One half of a Local channel plays 1000 Hz; the other runs Stasis(<app>,flow=bot).
-    let near = unique_id("bot");
+    let near = into_flow(&service.app, "bot", "tone").await;
     let ari = ari().await;
-    ari.originate(&OriginateParams {
-        endpoint: "Local/stasis@test",
-        extension: Some("tone"),
-        context: Some("test"),
-        channel_id: Some(&near),
-        variables: &[("MS_APP", &service.app), ("MS_ARGS", "flow=bot")],
-        ..OriginateParams::default()
-    })
-    .await
-    .expect("originate");
     let flowing = format!("{near};2");
     let start = bot_says(&mut lines, Duration::from_secs(10)).await;
     assert_eq!(start["event"], "start");

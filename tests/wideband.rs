@@ -51,11 +51,7 @@ async fn every_encapsulation_hears_a_wideband_call_whole() {
         client.close().await;
         hangup(&ari().await, &id).await;
     }
-    eventually(Duration::from_secs(2), || async {
-        leftovers(&service).await.is_empty()
-    })
-    .await;
-    service.stop().await;
+    finish(service, &[]).await;
 }
 
 /// The control: the same file on a call that carries μ-law reaches a wideband stream with
@@ -96,11 +92,7 @@ async fn wideband_audio_comes_back_through_echo_in_every_encapsulation() {
         client.close().await;
         hangup(&ari().await, &id).await;
     }
-    eventually(Duration::from_secs(2), || async {
-        leftovers(&service).await.is_empty()
-    })
-    .await;
-    service.stop().await;
+    finish(service, &[]).await;
 }
 
 /// Beyond SPEC §9.1: a call carrying 48 kHz is heard at 48 kHz (a 15000 Hz tone), and the
@@ -135,11 +127,7 @@ async fn a_48_khz_call_is_heard_and_answered_at_48_khz() {
         client.close().await;
         hangup(&ari().await, &id).await;
     }
-    eventually(Duration::from_secs(2), || async {
-        leftovers(&service).await.is_empty()
-    })
-    .await;
-    service.stop().await;
+    finish(service, &[]).await;
 }
 
 /// A call already bridged to another (so heard through a snoop channel) stays wideband.
@@ -226,12 +214,7 @@ async fn wideband_refusals() {
     let close = client.closed(Duration::from_secs(3)).await;
     println!("0x10 on a slin16 AudioSocket stream: {close:?}");
     assert_eq!(close.map(|c| c.0), Some(1007));
-    hangup(&ari().await, &id).await;
-    eventually(Duration::from_secs(2), || async {
-        leftovers(&service).await.is_empty()
-    })
-    .await;
-    service.stop().await;
+    finish(service, &[&id]).await;
 }
 
 async fn open_conference(service: &Service, conf: &str, enc: Enc) -> MediaClient {

@@ -10,7 +10,7 @@ use super::{ApiError, ApiPath, AppState, Principal, json_body};
 use crate::domain::Resource;
 use crate::domain::external_media::ExternalMediaBody;
 use crate::domain::flow::ActionBody;
-use crate::session::{ActionOutcome, SessionError};
+use crate::session::ActionOutcome;
 
 use super::authorized_call as call_id;
 
@@ -87,15 +87,13 @@ fn visible(
     principal: &Principal,
     id: &str,
 ) -> Result<crate::session::ExternalMediaView, ApiError> {
-    let id: uuid::Uuid = id
-        .parse()
-        .map_err(|_| ApiError::invalid_argument(format!("`{id}` is not an external media id")))?;
-    let view = state.streams.external_media(id)?;
-    let resource = view
-        .resource()
-        .ok_or(SessionError::ExternalMediaNotFound(id))?;
-    principal.authorize(&resource)?;
-    Ok(view)
+    super::visible(
+        principal,
+        id,
+        "an external media",
+        |id| state.streams.external_media(id),
+        |view| &view.resource,
+    )
 }
 
 pub async fn get(

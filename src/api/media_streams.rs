@@ -11,7 +11,7 @@ use axum::{Extension, Json};
 use super::{ApiError, ApiPath, AppState, Principal, json_body};
 use crate::domain::Resource;
 use crate::domain::connect::ConnectBody;
-use crate::session::{MediaStreamView, SessionError};
+use crate::session::MediaStreamView;
 
 async fn connect(state: &AppState, resource: Resource, body: &[u8]) -> Result<Response, ApiError> {
     let body: Option<ConnectBody> = json_body(body)?;
@@ -55,15 +55,13 @@ pub async fn list(
 
 /// The stream `id`, if the caller may see it.
 fn visible(state: &AppState, principal: &Principal, id: &str) -> Result<MediaStreamView, ApiError> {
-    let id: uuid::Uuid = id
-        .parse()
-        .map_err(|_| ApiError::invalid_argument(format!("`{id}` is not a media stream id")))?;
-    let view = state.streams.media_stream(id)?;
-    let resource = view
-        .resource()
-        .ok_or(SessionError::MediaStreamNotFound(id))?;
-    principal.authorize(&resource)?;
-    Ok(view)
+    super::visible(
+        principal,
+        id,
+        "a media stream",
+        |id| state.streams.media_stream(id),
+        |view| &view.resource,
+    )
 }
 
 pub async fn get(

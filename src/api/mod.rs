@@ -131,6 +131,23 @@ fn authorized_conference(
 
 /// A JSON body; an empty one is the type's default. Any other body that does not parse is a
 /// 400 saying why.
+/// A resource attached to a call or conference, by its id in the path, if the caller may see
+/// it: 400 for an id that is not a UUID (`what` names the kind), the lookup's error else.
+fn visible<V>(
+    principal: &Principal,
+    id: &str,
+    what: &str,
+    lookup: impl FnOnce(uuid::Uuid) -> Result<V, crate::session::SessionError>,
+    resource: impl FnOnce(&V) -> &crate::domain::Resource,
+) -> Result<V, ApiError> {
+    let id: uuid::Uuid = id
+        .parse()
+        .map_err(|_| ApiError::invalid_argument(format!("`{id}` is not {what} id")))?;
+    let view = lookup(id)?;
+    principal.authorize(resource(&view))?;
+    Ok(view)
+}
+
 fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());

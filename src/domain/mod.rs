@@ -82,6 +82,16 @@ pub enum Resource {
     Conference(ConferenceId),
 }
 
+impl Resource {
+    /// `reference_type` and `reference_id`, as resources attached to this one show it.
+    pub fn reference(&self) -> (&'static str, String) {
+        match self {
+            Resource::Call(id) => ("call", id.to_string()),
+            Resource::Conference(id) => ("conference", id.to_string()),
+        }
+    }
+}
+
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

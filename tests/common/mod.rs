@@ -264,6 +264,49 @@ pub async fn originate_with(
     id
 }
 
+/// A Local channel whose near half runs `exten` (e.g. `tone`, 1000 Hz) and whose far half runs
+/// `Stasis(<app>,flow=<flow>)`, as a dialplan sends a call into a flow; the near half's id
+/// (the far half's is `<id>;2`).
+pub async fn into_flow(app: &str, flow: &str, exten: &str) -> String {
+    let near = unique_id("flow");
+    let args = format!("flow={flow}");
+    ari()
+        .await
+        .originate(&OriginateParams {
+            endpoint: "Local/stasis@test",
+            extension: Some(exten),
+            context: Some("test"),
+            channel_id: Some(&near),
+            variables: &[("MS_APP", app), ("MS_ARGS", &args)],
+            ..OriginateParams::default()
+        })
+        .await
+        .expect("originate");
+    near
+}
+
+/// A flow action written as JSON, as the configuration holds it.
+pub fn flow_action(json: serde_json::Value) -> ari_mediastream::domain::flow::FlowAction {
+    serde_json::from_value::<ari_mediastream::domain::flow::ActionBody>(json)
+        .expect("an action")
+        .validate()
+        .expect("a valid action")
+}
+
+/// The end of a test: hangs `calls` up, waits until the service has left nothing in
+/// Asterisk, stops it.
+pub async fn finish(service: Service, calls: &[&str]) {
+    let ari = ari().await;
+    for call in calls {
+        hangup(&ari, call).await;
+    }
+    eventually(Duration::from_secs(2), || async {
+        leftovers(&service).await.is_empty()
+    })
+    .await;
+    service.stop().await;
+}
+
 /// Hangs a channel up, ignoring one that is already gone.
 pub async fn hangup(ari: &AriClient, id: &str) {
     match ari.hangup(id).await {

@@ -6,22 +6,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::external::stop_and_wait;
 use super::{Admission, Kind, StreamRequest, Streams};
 use crate::domain::connect::ConnectSpec;
 use crate::domain::{Encapsulation, Format, Resource};
 use crate::relay::dial;
 use crate::relay::stream::EndReason;
 use crate::session::registry::SessionError;
-
-/// How long a stop may take before the answer says so anyway.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,6 +42,9 @@ pub enum StreamStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct MediaStreamView {
     pub id: uuid::Uuid,
+    /// The call or conference, shown as `reference_type` and `reference_id`.
+    #[serde(skip)]
+    pub resource: Resource,
     pub direction: Direction,
     pub reference_type: &'static str,
     pub reference_id: String,
@@ -63,12 +64,10 @@ pub struct MediaStreamView {
 
 impl MediaStreamView {
     fn new(id: uuid::Uuid, direction: Direction, request: &StreamRequest) -> MediaStreamView {
-        let (reference_type, reference_id) = match &request.resource {
-            Resource::Call(id) => ("call", id.to_string()),
-            Resource::Conference(id) => ("conference", id.to_string()),
-        };
+        let (reference_type, reference_id) = request.resource.reference();
         MediaStreamView {
             id,
+            resource: request.resource.clone(),
             direction,
             reference_type,
             reference_id,
@@ -79,17 +78,6 @@ impl MediaStreamView {
             reason: None,
             created: now(),
             terminated: None,
-        }
-    }
-
-    pub fn resource(&self) -> Option<Resource> {
-        match self.reference_type {
-            "call" => crate::domain::CallId::parse(&self.reference_id)
-                .ok()
-                .map(Resource::Call),
-            _ => crate::domain::ConferenceId::parse(&self.reference_id)
-                .ok()
-                .map(Resource::Conference),
         }
     }
 }
@@ -294,15 +282,7 @@ impl Streams {
                 .ok_or(SessionError::MediaStreamNotFound(id))?;
             (entry.stop.clone(), entry.ended.clone(), entry.view.clone())
         };
-        stop.cancel();
-        if tokio::time::timeout(STOP_TIMEOUT, ended.wait_for(|done| *done))
-            .await
-            .is_err()
-        {
-            return Err(SessionError::NotReady(format!(
-                "media stream {id} is still stopping; Asterisk is slow to answer"
-            )));
-        }
+        stop_and_wait(&stop, &mut ended, &format!("media stream {id}")).await?;
         // An inbound stream is forgotten as it ends: its last state, ended.
         Ok(self.media_stream(id).unwrap_or_else(|_| {
             last.status = StreamStatus::Terminated;

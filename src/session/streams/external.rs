@@ -42,6 +42,9 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct ExternalMediaView {
     pub id: uuid::Uuid,
+    /// The call or conference, shown as `reference_type` and `reference_id`.
+    #[serde(skip)]
+    pub resource: Resource,
     pub reference_type: &'static str,
     pub reference_id: String,
     pub status: Status,
@@ -61,19 +64,6 @@ pub struct ExternalMediaView {
     pub audiosocket_uuid: Option<uuid::Uuid>,
     pub created: String,
     pub terminated: Option<String>,
-}
-
-impl ExternalMediaView {
-    pub fn resource(&self) -> Option<Resource> {
-        match self.reference_type {
-            "call" => crate::domain::CallId::parse(&self.reference_id)
-                .ok()
-                .map(Resource::Call),
-            _ => crate::domain::ConferenceId::parse(&self.reference_id)
-                .ok()
-                .map(Resource::Conference),
-        }
-    }
 }
 
 /// One external media in the service's state.
@@ -184,12 +174,10 @@ impl Streams {
                 return;
             }
         };
-        let (reference_type, reference_id) = match &resource {
-            Resource::Call(c) => ("call", c.to_string()),
-            Resource::Conference(c) => ("conference", c.to_string()),
-        };
+        let (reference_type, reference_id) = resource.reference();
         let view = ExternalMediaView {
             id,
+            resource: resource.clone(),
             reference_type,
             reference_id,
             status: Status::Running,
@@ -380,16 +368,7 @@ impl Streams {
                 .ok_or(SessionError::ExternalMediaNotFound(id))?;
             (entry.stop.clone(), entry.ended.clone())
         };
-        stop.cancel();
-        if tokio::time::timeout(STOP_TIMEOUT, ended.wait_for(|done| *done))
-            .await
-            .is_err()
-        {
-            tracing::warn!(%id, "external media did not finish stopping in time");
-            return Err(SessionError::NotReady(format!(
-                "external media {id} is still stopping; Asterisk is slow to answer"
-            )));
-        }
+        stop_and_wait(&stop, &mut ended, &format!("external media {id}")).await?;
         // Gone already when it was stopped while being made.
         Ok(self.external_media(id).ok())
     }
@@ -403,6 +382,24 @@ impl Streams {
             .collect();
         let stops = ids.iter().map(|id| self.stop_external_media(*id));
         futures::future::join_all(stops).await.len()
+    }
+}
+
+/// Cancels `stop` and waits until `ended` says everything is gone, a few seconds at most.
+pub(super) async fn stop_and_wait(
+    stop: &CancellationToken,
+    ended: &mut watch::Receiver<bool>,
+    what: &str,
+) -> Result<(), SessionError> {
+    stop.cancel();
+    match tokio::time::timeout(STOP_TIMEOUT, ended.wait_for(|done| *done)).await {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            tracing::warn!("{what} did not finish stopping in time");
+            Err(SessionError::NotReady(format!(
+                "{what} is still stopping; Asterisk is slow to answer"
+            )))
+        }
     }
 }
 
