@@ -110,6 +110,12 @@ pub async fn run(
         let cancel = background.clone();
         async move { streams.clean_start(connected, cancel).await }
     });
+    tracker.spawn({
+        let streams = streams.clone();
+        let connected = connected_rx.clone();
+        let cancel = background.clone();
+        async move { streams.watch_asterisk(connected, cancel).await }
+    });
     let flows = Arc::new(Flows::new(settings.flows.clone(), streams.clone()));
     tracker.spawn(
         flows

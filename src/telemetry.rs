@@ -63,6 +63,7 @@ pub struct Metrics {
     pub ari_connected: Gauge,
     pub ari_reconnects: Counter,
     pub ari_connect_failures: Counter,
+    pub asterisk_lost: Counter,
     pub ari_events: Counter,
     pub calls: Gauge,
     pub conferences: Gauge,
@@ -92,6 +93,12 @@ impl Metrics {
             "ari_connected",
             "1 while the ARI event socket is connected",
             ari_connected.clone(),
+        );
+        let asterisk_lost = Counter::default();
+        registry.register(
+            "asterisk_lost",
+            "Times Asterisk stopped answering altogether (every stream then ended with 1011)",
+            asterisk_lost.clone(),
         );
         let ari_reconnects = Counter::default();
         registry.register(
@@ -189,6 +196,7 @@ impl Metrics {
             ari_connected,
             ari_reconnects,
             ari_connect_failures,
+            asterisk_lost,
             ari_events,
             calls,
             conferences,

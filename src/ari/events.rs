@@ -69,7 +69,7 @@ pub struct EventStream {
 impl EventStream {
     /// Runs until `cancel` fires or the consumer goes away.
     pub async fn run(self, cancel: CancellationToken) {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         let mut ever_connected = false;
         loop {
             let attempt = tokio::select! {

@@ -42,6 +42,11 @@ pub enum AriErrorKind {
 }
 
 impl AriError {
+    /// Asterisk did not answer at all (refused, reset, timed out): not an error it gave.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, AriError::Unavailable(_))
+    }
+
     pub fn kind(&self) -> AriErrorKind {
         let AriError::Status { status, .. } = self else {
             return AriErrorKind::Other;

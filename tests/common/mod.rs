@@ -8,6 +8,7 @@
 pub mod audio;
 pub mod client;
 pub mod listeners;
+pub mod proxy;
 pub mod tls;
 
 use std::future::Future;

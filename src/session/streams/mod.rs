@@ -16,6 +16,7 @@ use tracing::Instrument;
 mod connect;
 mod external;
 mod legs;
+mod liveness;
 
 pub use connect::{Direction as StreamDirection, MediaStreamView, StreamStatus};
 pub use external::{ExternalMediaView, Status as ExternalMediaStatus};
@@ -80,6 +81,8 @@ pub struct Streams {
     leftovers_removed: tokio::sync::watch::Sender<bool>,
     /// Fires on shutdown: every stream closes with 1001 and tears down.
     shutdown: CancellationToken,
+    /// True while Asterisk does not answer at all (`liveness`): every stream ends with 1011.
+    asterisk_down: tokio::sync::watch::Sender<bool>,
     /// Tracks running streams so that shutdown can wait for their teardown.
     tracker: TaskTracker,
 }
@@ -140,6 +143,7 @@ impl Streams {
             metrics,
             state: Mutex::new(State::default()),
             leftovers_removed: tokio::sync::watch::Sender::new(false),
+            asterisk_down: tokio::sync::watch::Sender::new(false),
             shutdown,
             tracker,
         }
@@ -385,8 +389,15 @@ impl Streams {
     ) -> EndReason {
         let (signal_tx, signal_rx) = mpsc::unbounded_channel();
         let stopped = async {
-            stop.cancelled().await;
-            let _ = signal_tx.send(Signal::End(EndReason::Stopped));
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    let _ = signal_tx.send(Signal::End(EndReason::Stopped));
+                }
+                _ = self.asterisk_lost() => {
+                    let why = "Asterisk does not answer".to_owned();
+                    let _ = signal_tx.send(Signal::End(EndReason::Failure(why)));
+                }
+            }
             std::future::pending::<Infallible>().await
         };
         let (action_tx, mut action_rx) = mpsc::channel(16);

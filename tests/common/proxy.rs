@@ -1,0 +1,88 @@
+//! A TCP proxy between the service and Asterisk's HTTP server that a test can use to cut the
+//! ARI event socket while Asterisk stays up: `cut` closes the event WebSocket connections and
+//! refuses new ones until `restore`; REST requests pass all along.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct EventProxy {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    cut: bool,
+    /// Fires to close the event connections open now.
+    sockets: CancellationToken,
+}
+
+impl EventProxy {
+    pub async fn start(upstream: SocketAddr) -> EventProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let proxy = EventProxy {
+            addr: listener.local_addr().expect("addr"),
+            state: Arc::default(),
+        };
+        let state = proxy.state.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(serve(client, upstream, state.clone()));
+            }
+        });
+        proxy
+    }
+
+    pub fn cut(&self) {
+        let mut state = self.state.lock().expect("lock");
+        state.cut = true;
+        state.sockets.cancel();
+        state.sockets = CancellationToken::new();
+    }
+
+    pub fn restore(&self) {
+        self.state.lock().expect("lock").cut = false;
+    }
+}
+
+async fn serve(mut client: TcpStream, upstream: SocketAddr, state: Arc<Mutex<State>>) {
+    // The request line says whether this is the event socket.
+    let mut head = vec![0u8; 4096];
+    let mut len = 0;
+    while !head[..len].windows(2).any(|w| w == b"\r\n") {
+        match client.read(&mut head[len..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => len += n,
+        }
+        if len == head.len() {
+            return;
+        }
+    }
+    let events = head[..len].starts_with(b"GET /ari/events");
+    let closed = {
+        let state = state.lock().expect("lock");
+        if events && state.cut {
+            return;
+        }
+        state.sockets.clone()
+    };
+    let Ok(mut server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    if server.write_all(&head[..len]).await.is_err() {
+        return;
+    }
+    if events {
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+            _ = closed.cancelled() => {}
+        }
+    } else {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    }
+}
