@@ -70,6 +70,7 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub streams_active: Family<KindLabels, Gauge>,
     pub streams_started: Counter,
+    pub streams_ended: Family<ReasonLabels, Counter>,
     pub stream_frames: Family<DirectionLabels, Counter>,
     pub stream_drops: Family<ReasonLabels, Counter>,
     pub stream_queue_frames: Gauge,
@@ -146,6 +147,12 @@ impl Metrics {
             "20 ms frames relayed, by direction",
             stream_frames.clone(),
         );
+        let streams_ended = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "streams_ended",
+            "Media streams ended, by why (client, hangup, client_stalled, failure, ...)",
+            streams_ended.clone(),
+        );
         let stream_drops = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "stream_drops",
@@ -189,6 +196,7 @@ impl Metrics {
             external_medias_failed,
             streams_active,
             streams_started,
+            streams_ended,
             stream_frames,
             stream_drops,
             stream_queue_frames,

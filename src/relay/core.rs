@@ -45,6 +45,9 @@ use crate::media::transcode::{SampleFormat, convert};
 
 /// Messages of Asterisk audio that may wait for a slow client before the oldest are dropped.
 pub const CLIENT_RING_FRAMES: usize = 25;
+/// How long a client may leave its audio unread (the ring full, the oldest dropped) before
+/// its stream is closed with 1008.
+pub const CLIENT_STALL: Duration = Duration::from_secs(10);
 /// The largest client message taken; a larger one ends the stream with 1009.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Payload types on the client's RTP: PCMU, and a dynamic one for L16 (RFC 3551).
@@ -154,6 +157,8 @@ pub enum EndReason {
     TokenExpired,
     /// The client let more pile up than the service keeps for it (marks, unread events).
     Overflow(String),
+    /// The client read nothing for [`CLIENT_STALL`] while its audio was being dropped.
+    ClientStalled,
     /// Asterisk or the service failed.
     Failure(String),
 }
@@ -164,7 +169,7 @@ impl EndReason {
             EndReason::Client | EndReason::Hangup | EndReason::Stopped => 1000,
             EndReason::Shutdown => 1001,
             EndReason::Malformed(_) => 1007,
-            EndReason::TokenExpired | EndReason::Overflow(_) => 1008,
+            EndReason::TokenExpired | EndReason::Overflow(_) | EndReason::ClientStalled => 1008,
             EndReason::TooLarge => 1009,
             EndReason::Failure(_) => 1011,
         }
@@ -181,6 +186,22 @@ impl EndReason {
         }
     }
 
+    /// A short name for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EndReason::Client => "client",
+            EndReason::Hangup => "hangup",
+            EndReason::Stopped => "stopped",
+            EndReason::Shutdown => "shutdown",
+            EndReason::Malformed(_) => "malformed",
+            EndReason::TooLarge => "too_large",
+            EndReason::TokenExpired => "token_expired",
+            EndReason::Overflow(_) => "overflow",
+            EndReason::ClientStalled => "client_stalled",
+            EndReason::Failure(_) => "failure",
+        }
+    }
+
     /// The close frame's reason text (at most 123 bytes by the protocol).
     pub fn close_text(&self) -> String {
         let text = match self {
@@ -192,6 +213,10 @@ impl EndReason {
             EndReason::TooLarge => format!("message over {MAX_MESSAGE_BYTES} bytes"),
             EndReason::TokenExpired => "the token expired".to_owned(),
             EndReason::Overflow(why) => format!("policy: {why}"),
+            EndReason::ClientStalled => format!(
+                "policy: the client read nothing for {} s",
+                CLIENT_STALL.as_secs()
+            ),
             EndReason::Failure(_) => "internal or Asterisk failure".to_owned(),
         };
         let mut end = text.len().min(120);
@@ -271,6 +296,8 @@ pub struct StreamCore {
     /// Client-bound messages that must arrive, in order: events, the AudioSocket UUID frame,
     /// the farewell. Sent before any audio waiting in `audio`.
     events: VecDeque<Outbound>,
+    /// Since when the client's audio has been dropped unread, the ring full.
+    client_stalled_since: Option<Instant>,
     /// Client-bound audio, oldest first, at most [`CLIENT_RING_FRAMES`].
     audio: VecDeque<Outbound>,
     actions: VecDeque<Action>,
@@ -363,6 +390,7 @@ impl StreamCore {
             pending_marks: 0,
             events: VecDeque::new(),
             audio: VecDeque::with_capacity(CLIENT_RING_FRAMES),
+            client_stalled_since: None,
             actions: VecDeque::new(),
             stats: Stats::default(),
             max_frames: capacity,
@@ -471,6 +499,13 @@ impl StreamCore {
             self.end(EndReason::TokenExpired);
             return;
         }
+        if self
+            .client_stalled_since
+            .is_some_and(|since| now >= since + CLIENT_STALL)
+        {
+            self.end(EndReason::ClientStalled);
+            return;
+        }
         self.stats.worst_lateness = self.stats.worst_lateness.max(self.pacer.lateness(now));
         self.leg_frames_due += self.pacer.poll(now);
     }
@@ -526,7 +561,12 @@ impl StreamCore {
     /// The next message for the client: events and other messages that must arrive first,
     /// then audio, oldest first.
     pub fn poll_to_client(&mut self) -> Option<Outbound> {
-        self.events.pop_front().or_else(|| self.audio.pop_front())
+        let message = self.events.pop_front().or_else(|| self.audio.pop_front());
+        if message.is_some() {
+            // The client takes what it is given again.
+            self.client_stalled_since = None;
+        }
+        message
     }
 
     /// Whether [`StreamCore::poll_to_client`] has something.
@@ -554,11 +594,12 @@ impl StreamCore {
     }
 
     /// One payload of audio from Asterisk, in the leg's format.
-    pub fn handle_leg(&mut self, _now: Instant, payload: &[u8]) {
+    pub fn handle_leg(&mut self, now: Instant, payload: &[u8]) {
         if self.ended().is_some() {
             return;
         }
         if self.audio.len() == CLIENT_RING_FRAMES {
+            self.client_stalled_since.get_or_insert(now);
             self.audio.pop_front();
             self.stats.client_slow += 1;
             self.totals.dropped += 1;

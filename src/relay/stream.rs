@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::audiosocket_leg::AudioSocketLeg;
 pub use super::core::{
-    Action, CLIENT_PT_L16, CLIENT_PT_L16_WIDEBAND, CLIENT_PT_ULAW, CLIENT_RING_FRAMES, EndReason,
-    MAX_MESSAGE_BYTES, PTIME, Signal, StreamSpec,
+    Action, CLIENT_PT_L16, CLIENT_PT_L16_WIDEBAND, CLIENT_PT_ULAW, CLIENT_RING_FRAMES,
+    CLIENT_STALL, EndReason, MAX_MESSAGE_BYTES, PTIME, Signal, StreamSpec,
 };
 use super::core::{CoreConfig, Stats, StreamCore};
 use super::{Inbound, Outbound};

@@ -840,3 +840,36 @@ fn wideband_frames_are_20_ms_at_the_format_rate_in_every_encapsulation() {
         assert!(matches!(&out[1], Outbound::Binary(b) if b.len() == 2 * samples));
     }
 }
+
+#[test]
+fn a_client_that_reads_nothing_for_the_stall_time_is_closed_with_1008() {
+    // Audio every 20 ms; the client takes nothing.
+    let mut h = Harness::sln(false);
+    let frame = [0u8; SLIN_FRAME];
+    let mut ms = 0;
+    while h.core.ended().is_none() && ms < 20_000 {
+        ms += 20;
+        h.core.handle_leg(at(ms), &frame);
+        h.core.handle_timeout(at(ms));
+    }
+    assert_eq!(h.core.ended(), Some(&EndReason::ClientStalled));
+    // The ring fills in half a second, then the stall is counted.
+    let full = CLIENT_RING_FRAMES as u64 * 20;
+    let stall = CLIENT_STALL.as_millis() as u64;
+    assert!(
+        (full + stall..=full + stall + 40).contains(&ms),
+        "ended at {ms} ms"
+    );
+    assert_eq!(h.close_code(), Some(1008));
+
+    // A client that takes something now and then is not stalled.
+    let mut h = Harness::sln(false);
+    for step in 1..=1000u64 {
+        h.core.handle_leg(at(step * 20), &frame);
+        h.core.handle_timeout(at(step * 20));
+        if step % 250 == 0 {
+            h.core.poll_to_client();
+        }
+    }
+    assert_eq!(h.core.ended(), None, "20 s with a read every 5 s");
+}

@@ -34,7 +34,7 @@ use crate::relay::dial::Dialer;
 use crate::relay::stream::{Action, Channels, EndReason, Signal, StreamSpec};
 use crate::relay::worker::Workers;
 use crate::relay::{self, MediaLeg};
-use crate::telemetry::{KindLabels, Metrics};
+use crate::telemetry::{KindLabels, Metrics, ReasonLabels};
 
 /// What a client asked for.
 #[derive(Debug, Clone)]
@@ -363,6 +363,12 @@ impl Streams {
                     reason
                 }
             };
+            self.metrics
+                .streams_ended
+                .get_or_create(&ReasonLabels {
+                    reason: reason.label(),
+                })
+                .inc();
             let teardown = std::time::Instant::now();
             attachment.teardown().await;
             tracing::info!(
