@@ -49,6 +49,24 @@ pub struct AriSettings {
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub listen: SocketAddr,
+    /// PEM certificate chain and key: the service serves HTTPS and WSS itself.
+    pub tls: Option<HttpTls>,
+    /// Connections whose request head (and TLS handshake) is not complete yet; past it, 429.
+    pub max_pending_upgrades: usize,
+    /// Time to send a whole request head; past it, 408.
+    pub request_timeout: std::time::Duration,
+    /// Largest request head; past it, 431.
+    pub max_header_bytes: usize,
+    /// Longest query string; past it, 414.
+    pub max_query_bytes: usize,
+    /// Largest request body; past it, 413.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -225,12 +243,26 @@ impl Default for RawAri {
 #[serde(default, deny_unknown_fields)]
 struct RawHttp {
     listen: String,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    max_pending_upgrades: usize,
+    request_timeout_ms: u64,
+    max_header_bytes: usize,
+    max_query_bytes: usize,
+    max_body_bytes: usize,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
         RawHttp {
             listen: "0.0.0.0:8080".into(),
+            tls_cert: None,
+            tls_key: None,
+            max_pending_upgrades: 256,
+            request_timeout_ms: 10_000,
+            max_header_bytes: 16 * 1024,
+            max_query_bytes: 4096,
+            max_body_bytes: 64 * 1024,
         }
     }
 }
@@ -457,6 +489,54 @@ impl Settings {
                 "must be 2 to 64 letters and digits",
             ));
         }
+        let http_tls = match (raw.http.tls_cert, raw.http.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let tls = HttpTls {
+                    cert: cert.into(),
+                    key: key.into(),
+                };
+                crate::tls::server_config(&tls.cert, &tls.key)
+                    .map_err(|e| invalid("http.tls_cert", e.to_string()))?;
+                Some(tls)
+            }
+            _ => {
+                return Err(invalid(
+                    "http.tls_cert",
+                    "http.tls_cert and http.tls_key go together",
+                ));
+            }
+        };
+        if !(1..=100_000).contains(&raw.http.max_pending_upgrades) {
+            return Err(invalid(
+                "http.max_pending_upgrades",
+                "must be within 1..=100000",
+            ));
+        }
+        if !(100..=600_000).contains(&raw.http.request_timeout_ms) {
+            return Err(invalid(
+                "http.request_timeout_ms",
+                "must be within 100..=600000",
+            ));
+        }
+        if !(1024..=1024 * 1024).contains(&raw.http.max_header_bytes) {
+            return Err(invalid(
+                "http.max_header_bytes",
+                "must be within 1024..=1048576",
+            ));
+        }
+        if !(256..=raw.http.max_header_bytes).contains(&raw.http.max_query_bytes) {
+            return Err(invalid(
+                "http.max_query_bytes",
+                "must be at least 256 and at most http.max_header_bytes",
+            ));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&raw.http.max_body_bytes) {
+            return Err(invalid(
+                "http.max_body_bytes",
+                "must be within 1024..=67108864",
+            ));
+        }
         let connect_ca_file = raw.media.connect_ca_file.map(std::path::PathBuf::from);
         if let Some(path) = &connect_ca_file {
             crate::tls::certificates(path)
@@ -560,7 +640,15 @@ impl Settings {
                 password,
                 app: raw.ari.app,
             },
-            http: HttpSettings { listen },
+            http: HttpSettings {
+                listen,
+                tls: http_tls,
+                max_pending_upgrades: raw.http.max_pending_upgrades,
+                request_timeout: std::time::Duration::from_millis(raw.http.request_timeout_ms),
+                max_header_bytes: raw.http.max_header_bytes,
+                max_query_bytes: raw.http.max_query_bytes,
+                max_body_bytes: raw.http.max_body_bytes,
+            },
             media: MediaSettings {
                 bind_ip,
                 advertise_ip,

@@ -132,6 +132,10 @@ pub async fn run(
         metrics,
         ari_connected: connected_rx,
         twilio: settings.twilio.clone(),
+        input: api::InputLimits {
+            max_query_bytes: settings.http.max_query_bytes,
+            max_body_bytes: settings.http.max_body_bytes,
+        },
     };
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -139,8 +143,19 @@ pub async fn run(
         app = %settings.ari.app,
         "serving"
     );
-    let serve = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let tls = match &settings.http.tls {
+        Some(tls) => Some(
+            tls::server_config(&tls.cert, &tls.key)
+                .map_err(|e| std::io::Error::other(format!("http.tls_cert: {e}")))?,
+        ),
+        None => None,
+    };
+    let limits = api::ServerLimits {
+        max_pending: settings.http.max_pending_upgrades,
+        request_timeout: settings.http.request_timeout,
+        max_header_bytes: settings.http.max_header_bytes,
+    };
+    let serve = api::serve(listener, api::router(state), tls, limits, shutdown.clone());
     // A request that never finishes must not hold the shutdown up for ever.
     let served = tokio::select! {
         served = serve => served,

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -56,5 +56,27 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig
     })?
     .with_root_certificates(roots)
     .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A server configuration from a PEM certificate chain and its PEM private key.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let chain = certificates(cert)?;
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
+        path: key.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let rejected = |source| TlsError::Rejected {
+        path: cert.display().to_string(),
+        source,
+    };
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(rejected)?
+    .with_no_client_auth()
+    .with_single_cert(chain, private)
+    .map_err(rejected)?;
     Ok(Arc::new(config))
 }

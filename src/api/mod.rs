@@ -8,8 +8,10 @@ mod error;
 mod external_media;
 mod health;
 mod media_streams;
+mod server;
 mod streams;
 mod twilio;
+pub use server::{Limits as ServerLimits, serve};
 mod upgrade;
 
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::watch;
 
@@ -39,6 +41,15 @@ pub struct AppState {
     pub ari_connected: watch::Receiver<bool>,
     /// What the Twilio-compatible routes say and accept.
     pub twilio: crate::config::TwilioSettings,
+    /// Bounds on what a request may carry.
+    pub input: InputLimits,
+}
+
+/// Bounds on a request's query string and body (the head's size and time are the server's).
+#[derive(Debug, Clone, Copy)]
+pub struct InputLimits {
+    pub max_query_bytes: usize,
+    pub max_body_bytes: usize,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -105,11 +116,66 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.input, bounded_input))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.input.max_body_bytes,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
         ))
         .with_state(state)
+}
+
+/// 414 for a query string over the limit and 413 for a body over it, as JSON errors, before
+/// any handler runs (a body without a length is cut at the limit while it is read).
+async fn bounded_input(
+    State(limits): State<InputLimits>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let too_large = || {
+        ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "BODY_TOO_LARGE",
+            format!(
+                "request bodies are limited to {} bytes",
+                limits.max_body_bytes
+            ),
+        )
+        .into_response()
+    };
+    if req
+        .uri()
+        .query()
+        .is_some_and(|q| q.len() > limits.max_query_bytes)
+    {
+        return ApiError::new(
+            axum::http::StatusCode::URI_TOO_LONG,
+            "QUERY_TOO_LONG",
+            format!(
+                "query strings are limited to {} bytes",
+                limits.max_query_bytes
+            ),
+        )
+        .into_response();
+    }
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        return too_large();
+    }
+    let response = next.run(req).await;
+    // The body limit's own answer is plain text: say it the service's way.
+    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
+        && response.headers().get(axum::http::header::CONTENT_TYPE)
+            != Some(&axum::http::HeaderValue::from_static("application/json"))
+    {
+        return too_large();
+    }
+    response
 }
 
 /// A call id from a URL, if the caller may act on that call.

@@ -8,10 +8,11 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::response::Response;
+use bytes::{Bytes, BytesMut};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
+use super::server::{Conn, Io};
 use crate::relay::client::ClientConn;
 
 /// A request that asks for a WebSocket: checked, not yet answered.
@@ -81,11 +82,37 @@ impl Upgrade {
                     return;
                 }
             };
-            match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded)
-            {
-                Ok(parts) => serve(ClientConn::new(parts.io.into_inner(), parts.read_buf)).await,
-                Err(_) => tracing::error!("an upgraded connection is not a TCP socket: closed"),
-            }
+            let parts = match upgraded.downcast::<TokioIo<Io>>() {
+                Ok(parts) => parts,
+                Err(_) => {
+                    return tracing::error!("an upgraded connection is not the server's: closed");
+                }
+            };
+            let Io { head, conn } = parts.io.into_inner();
+            // What was read past the request, in order: the rest of the server's own read-ahead,
+            // then hyper's.
+            let read_ahead = if head.is_empty() {
+                parts.read_buf
+            } else {
+                let mut both = BytesMut::from(&head[..]);
+                both.extend_from_slice(&parts.read_buf);
+                Bytes::from(both)
+            };
+            let client = match conn {
+                Conn::Plain(tcp) => ClientConn::new(tcp, read_ahead),
+                Conn::Tls(tls) => {
+                    match crate::relay::client::plaintext(
+                        *tls,
+                        &tokio_util::task::TaskTracker::new(),
+                    )
+                    .await
+                    {
+                        Ok(plain) => ClientConn::new(plain, read_ahead),
+                        Err(e) => return tracing::warn!(error = %e, "no loopback for a TLS stream"),
+                    }
+                }
+            };
+            serve(client).await
         });
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -216,3 +216,31 @@ impl NonBlocking {
         }
     }
 }
+
+/// A loopback connection carrying the plaintext of `tls` both ways, for the relay, which
+/// reads and writes plain sockets without waiting: TLS ends in a task of `tracker`, which
+/// stops when either side closes (a peer that stops sending but keeps its socket open must
+/// not keep the task).
+pub async fn plaintext<S>(
+    tls: S,
+    tracker: &tokio_util::task::TaskTracker,
+) -> std::io::Result<TcpStream>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let near = TcpStream::connect(listener.local_addr()?).await?;
+    let (far, _) = listener.accept().await?;
+    let _ = far.set_nodelay(true);
+    tracker.spawn(async move {
+        let (mut tls_in, mut tls_out) = tokio::io::split(tls);
+        let (mut far_in, mut far_out) = far.into_split();
+        tokio::select! {
+            _ = tokio::io::copy(&mut tls_in, &mut far_out) => {}
+            _ = tokio::io::copy(&mut far_in, &mut tls_out) => {}
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tls_out.shutdown()).await;
+    });
+    Ok(near)
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::task::TaskTracker;
 use tungstenite::handshake::client::generate_key;
 use tungstenite::handshake::derive_accept_key;
@@ -108,36 +108,13 @@ impl Dialer {
                     source,
                 })?;
             let (tls, rest) = upgrade(tls, target.host, target.path).await?;
-            let plain = self.plaintext(tls).await?;
+            let plain = super::client::plaintext(tls, &self.tracker).await?;
             Ok(ClientConn::outbound(plain, rest))
         };
         match tokio::time::timeout(DIAL_TIMEOUT, handshake).await {
             Err(_) => Err(DialError::Timeout { addr }),
             Ok(result) => result,
         }
-    }
-
-    /// A loopback connection carrying `tls`'s plaintext both ways, until either side closes.
-    async fn plaintext<S>(&self, tls: S) -> Result<TcpStream, DialError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
-        let near = TcpStream::connect(listener.local_addr()?).await?;
-        let (far, _) = listener.accept().await?;
-        let _ = far.set_nodelay(true);
-        self.tracker.spawn(async move {
-            // Either side's end is the end: a server that stops sending but keeps its socket
-            // open must not keep the task.
-            let (mut tls_in, mut tls_out) = tokio::io::split(tls);
-            let (mut far_in, mut far_out) = far.into_split();
-            tokio::select! {
-                _ = tokio::io::copy(&mut tls_in, &mut far_out) => {}
-                _ = tokio::io::copy(&mut far_in, &mut tls_out) => {}
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(1), tls_out.shutdown()).await;
-        });
-        Ok(near)
     }
 }
 
