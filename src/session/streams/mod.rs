@@ -104,16 +104,26 @@ pub struct Admission {
     _running: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
-impl Drop for Admission {
-    fn drop(&mut self) {
+impl Admission {
+    /// Gives the place on the call or conference back while the stream's objects are still
+    /// being removed: a client that closed its stream and opens the next one is not refused
+    /// for the one that is going. (The service-wide count waits for the removal.)
+    fn leave_resource(&self) {
         let mut state = self.streams.lock();
-        state.total = state.total.saturating_sub(1);
         if let Some(ids) = state.by_resource.get_mut(&self.resource) {
             ids.retain(|(_, id)| *id != self.id);
             if ids.is_empty() {
                 state.by_resource.remove(&self.resource);
             }
         }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.leave_resource();
+        let mut state = self.streams.lock();
+        state.total = state.total.saturating_sub(1);
     }
 }
 
@@ -369,6 +379,7 @@ impl Streams {
                     reason: reason.label(),
                 })
                 .inc();
+            admission.leave_resource();
             let teardown = std::time::Instant::now();
             attachment.teardown().await;
             tracing::info!(
