@@ -1,7 +1,7 @@
 //! Who is calling: static API keys (full access) or HS256 JWTs with a required `exp` and an
 //! optional `resource` claim that binds the token to one call or conference.
 //!
-//! Tokens are compared in constant time and never logged.
+//! API keys are compared in constant time; tokens and keys are never logged.
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -14,6 +14,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::config::AuthSettings;
 use crate::domain::{CallId, ConferenceId, Resource};
+use crate::secret::Secret;
 
 /// What an authenticated caller may open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +64,7 @@ struct Claims {
 /// Checks tokens against the configured keys and secret.
 #[derive(Clone)]
 pub struct Authenticator {
-    api_keys: Vec<String>,
+    api_keys: Vec<Secret>,
     jwt: Option<(DecodingKey, Validation)>,
     disabled: bool,
 }
@@ -85,7 +86,10 @@ impl Authenticator {
             validation.set_required_spec_claims(&["exp"]);
             // A little room for clock skew between the token issuer and this host.
             validation.leeway = 5;
-            (DecodingKey::from_secret(secret.as_bytes()), validation)
+            (
+                DecodingKey::from_secret(secret.expose().as_bytes()),
+                validation,
+            )
         });
         Authenticator {
             api_keys: settings.api_keys.clone(),
@@ -104,11 +108,12 @@ impl Authenticator {
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(ApiError::authentication_required)?;
-        if self
+        // Every key is compared, whichever matches: the time taken does not say which did.
+        let is_key = self
             .api_keys
             .iter()
-            .any(|key| constant_time_eq(key.as_bytes(), token.as_bytes()))
-        {
+            .fold(false, |found, key| key.matches(token.as_bytes()) | found);
+        if is_key {
             return Ok(Principal {
                 scope: Scope::All,
                 expires_at: None,
@@ -145,13 +150,6 @@ fn parse_resource(claim: &str) -> Option<Resource> {
         "conference" => ConferenceId::parse(id).ok().map(Resource::Conference),
         _ => None,
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The token of a request: `Authorization: Bearer …`, else `?token=…`.

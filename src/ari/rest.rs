@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::model::{Bridge, Channel};
 use crate::config::AriSettings;
+use crate::secret::Secret;
 
 /// An ARI call that did not succeed. Keeps Asterisk's own status and message.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +110,7 @@ pub struct AriClient {
     /// `<ari.url>/ari/`, always ending in a slash so that joins append.
     base: reqwest::Url,
     username: String,
-    password: String,
+    password: Secret,
 }
 
 impl AriClient {
@@ -146,13 +147,13 @@ impl AriClient {
     }
 
     /// The `Authorization` header value for the events WebSocket.
-    pub fn basic_auth_header(&self) -> String {
+    pub fn basic_auth_header(&self) -> Secret {
         use base64::Engine;
-        let raw = format!("{}:{}", self.username, self.password);
-        format!(
+        let raw = format!("{}:{}", self.username, self.password.expose());
+        Secret::new(format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        ))
     }
 
     /// `<ari.url>/ari/<segments>`, each segment percent-encoded as one segment. An id that a
@@ -189,7 +190,7 @@ impl AriClient {
         Ok(self
             .http
             .request(method, url)
-            .basic_auth(&self.username, Some(&self.password)))
+            .basic_auth(&self.username, Some(self.password.expose())))
     }
 
     /// Sends a request and reads its whole answer, within the bound on requests in flight.
@@ -511,6 +512,28 @@ mod tests {
 
     #[test]
     fn basic_auth_is_base64() {
-        assert_eq!(client("http://h").basic_auth_header(), "Basic dTpw");
+        assert_eq!(
+            client("http://h").basic_auth_header().expose(),
+            "Basic dTpw"
+        );
+    }
+
+    #[test]
+    fn the_password_never_prints() {
+        let c = AriClient::new(&AriSettings {
+            url: "http://127.0.0.1:8088".parse().expect("url"),
+            username: "user".into(),
+            password: "ari-pass-4e8b2c".into(),
+            app: "a".into(),
+        });
+        let shown = format!(
+            "{c:?} {:?} {}",
+            c.basic_auth_header(),
+            c.basic_auth_header()
+        );
+        assert!(!shown.contains("4e8b2c"), "{shown}");
+        // Nor its Basic form: base64 of `user:ari-pass-4e8b2c`.
+        assert!(!shown.contains("dXNlcjphcmktcGFzcy00ZThiMmM"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
     }
 }
