@@ -407,7 +407,7 @@ async fn no_id_reaches_another_path_in_asterisk() {
 
     // What Asterisk was asked: only the one object each valid id names.
     let asked = tap.take();
-    let allowed: Vec<String> = [unknown_name.as_str(), "...", conference.as_str()]
+    let mut allowed: Vec<String> = [unknown_name.as_str(), "...", conference.as_str()]
         .iter()
         .flat_map(|id| {
             [
@@ -416,6 +416,12 @@ async fn no_id_reaches_another_path_in_asterisk() {
             ]
         })
         .collect();
+    // The start-up reconcile may still be reading the lists; an id never leads there (`.` led
+    // to `/ari/channels/`, with its slash, and `..` to `/ari/`).
+    allowed.extend([
+        "GET /ari/channels HTTP/1.1".to_owned(),
+        "GET /ari/bridges HTTP/1.1".to_owned(),
+    ]);
     for line in &asked {
         assert!(
             allowed.contains(line),
