@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::domain::flow::{ActionBody, FlowAction};
+use crate::secret::Secret;
 
 /// The validated configuration the service runs with.
 #[derive(Debug, Clone)]
@@ -40,7 +41,7 @@ pub struct AriSettings {
     /// Base URL of Asterisk's HTTP server, without the `/ari` suffix.
     pub url: reqwest::Url,
     pub username: String,
-    pub password: String,
+    pub password: Secret,
     /// Stasis application name. Asterisk keeps one event socket per name: two services with the
     /// same name would steal each other's events.
     pub app: String,
@@ -97,25 +98,12 @@ pub enum AsteriskTransport {
     Auto,
 }
 
-#[derive(Clone, Default)]
+/// Secrets are [`Secret`]s: this prints, and stays out of logs and panics, whole.
+#[derive(Debug, Clone, Default)]
 pub struct AuthSettings {
-    pub api_keys: Vec<String>,
-    pub jwt_secret: Option<String>,
+    pub api_keys: Vec<Secret>,
+    pub jwt_secret: Option<Secret>,
     pub disabled: bool,
-}
-
-// Secrets stay out of logs and panics.
-impl std::fmt::Debug for AuthSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthSettings")
-            .field(
-                "api_keys",
-                &format_args!("[{} hidden]", self.api_keys.len()),
-            )
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "hidden"))
-            .field("disabled", &self.disabled)
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -224,7 +212,7 @@ struct Raw {
 struct RawAri {
     url: String,
     username: String,
-    password: Option<String>,
+    password: Option<Secret>,
     app: String,
 }
 
@@ -301,8 +289,8 @@ impl Default for RawMedia {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawAuth {
-    api_keys: Vec<String>,
-    jwt_secret: Option<String>,
+    api_keys: Vec<Secret>,
+    jwt_secret: Option<Secret>,
     disabled: bool,
 }
 
@@ -393,7 +381,7 @@ impl Settings {
     pub fn defaults_without_auth(ari_password: &str) -> Settings {
         let raw = Raw {
             ari: RawAri {
-                password: Some(ari_password.to_owned()),
+                password: Some(ari_password.into()),
                 ..RawAri::default()
             },
             auth: RawAuth {
@@ -410,12 +398,21 @@ impl Settings {
             .ari
             .url
             .parse()
-            .map_err(|e| invalid("ari.url", format!("`{}` is not a URL: {e}", raw.ari.url)))?;
+            // Not echoed: a URL that does not parse may still hold a password.
+            .map_err(|e| invalid("ari.url", format!("is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("ari.url", "must start with http:// or https://"));
         }
         if url.host_str().is_none() {
             return Err(invalid("ari.url", "has no host"));
+        }
+        // The URL is logged at start-up and appears in connection errors: credentials go in
+        // ari.username and ari.password, which never print.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid(
+                "ari.url",
+                "must not hold credentials: set ari.username and ari.password",
+            ));
         }
         let password = raw
             .ari
@@ -557,7 +554,7 @@ impl Settings {
                 .auth
                 .api_keys
                 .into_iter()
-                .map(|k| k.trim().to_owned())
+                .map(|k| Secret::new(k.expose().trim()))
                 .filter(|k| !k.is_empty())
                 .collect(),
             jwt_secret: raw.auth.jwt_secret.filter(|s| !s.is_empty()),
@@ -781,6 +778,7 @@ mod tests {
         for (key, value, named) in [
             ("MEDIASTREAM__ARI__URL", "ftp://x", "ari.url"),
             ("MEDIASTREAM__ARI__URL", "not a url", "ari.url"),
+            ("MEDIASTREAM__ARI__URL", "http://u:p@pbx:8088", "ari.url"),
             ("MEDIASTREAM__ARI__APP", "a b", "ari.app"),
             ("MEDIASTREAM__HTTP__LISTEN", "localhost", "http.listen"),
             ("MEDIASTREAM__MEDIA__BIND_IP", "300.1.1.1", "media.bind_ip"),
@@ -879,12 +877,34 @@ mod tests {
 
     #[test]
     fn secrets_are_not_in_debug_output() {
-        let s = load(&with(&[(
-            "MEDIASTREAM__AUTH__API_KEYS",
-            "supersecretkey-0123456789",
-        )]))
+        let s = load(&[
+            ("MEDIASTREAM__ARI__PASSWORD", "ari-password-7f3c1e"),
+            (
+                "MEDIASTREAM__AUTH__API_KEYS",
+                "supersecretkey-0123456789,otherkey-9876543210",
+            ),
+            (
+                "MEDIASTREAM__AUTH__JWT_SECRET",
+                "jwt-secret-5b2d9a-0123456789abcdef",
+            ),
+        ])
         .expect("valid");
-        assert!(!format!("{s:?}").contains("supersecretkey"));
+        assert_eq!(s.ari.password.expose(), "ari-password-7f3c1e");
+        assert_eq!(s.auth.api_keys.len(), 2);
+        for shown in [format!("{s:?}"), format!("{s:#?}")] {
+            for secret in ["7f3c1e", "supersecretkey", "otherkey", "5b2d9a"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains("[redacted]"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_refused_ari_url_is_not_echoed() {
+        let message = error_of(&[("MEDIASTREAM__ARI__URL", "http://u:pw-9d8e7f@pbx:8088")]);
+        assert!(!message.contains("pw-9d8e7f"), "{message}");
+        let message = error_of(&[("MEDIASTREAM__ARI__URL", "http//u:pw-9d8e7f@")]);
+        assert!(!message.contains("pw-9d8e7f"), "{message}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! ```text
 //!   HTTP clients ──► api ──► session ──► ari ──► Asterisk (REST + /ari/events)
 //!                     │         │
-//!                     └─────────┴──► config, domain, telemetry (leaves, used by all)
+//!                     └─────────┴──► config, domain, secret, telemetry (leaves, used by all)
 //! ```
 //!
 //! Dependencies point one way: `api` uses `session`, `session` uses `ari`; nothing uses `api`.
@@ -18,6 +18,7 @@ pub mod config;
 pub mod domain;
 pub mod media;
 pub mod relay;
+pub mod secret;
 pub mod session;
 pub mod telemetry;
 pub mod tls;

@@ -82,7 +82,7 @@ async fn a_call_of_another_application_is_found_on_demand() {
         .expect("request");
     request.headers_mut().insert(
         "Authorization",
-        ari.basic_auth_header().parse().expect("header"),
+        ari.basic_auth_header().expose().parse().expect("header"),
     );
     let (mut other_socket, _) = tokio_tungstenite::connect_async(request)
         .await

@@ -90,7 +90,7 @@ async fn sigterm_drains_and_exits_zero() {
     let mut child = command(&[
         ("MEDIASTREAM__ARI__URL", ari.url.as_str()),
         ("MEDIASTREAM__ARI__USERNAME", &ari.username),
-        ("MEDIASTREAM__ARI__PASSWORD", &ari.password),
+        ("MEDIASTREAM__ARI__PASSWORD", ari.password.expose()),
         ("MEDIASTREAM__ARI__APP", &app),
         ("MEDIASTREAM__HTTP__LISTEN", &listen),
         ("MEDIASTREAM__AUTH__API_KEYS", API_KEY),

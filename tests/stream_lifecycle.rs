@@ -193,7 +193,7 @@ async fn a_restart_removes_what_a_killed_service_left() {
         .envs([
             ("MEDIASTREAM__ARI__URL", settings.url.as_str()),
             ("MEDIASTREAM__ARI__USERNAME", &settings.username),
-            ("MEDIASTREAM__ARI__PASSWORD", &settings.password),
+            ("MEDIASTREAM__ARI__PASSWORD", settings.password.expose()),
             ("MEDIASTREAM__ARI__APP", &app),
             ("MEDIASTREAM__HTTP__LISTEN", &listen),
             ("MEDIASTREAM__MEDIA__AUDIOSOCKET_PORT", "0"),

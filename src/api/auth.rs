@@ -1,12 +1,13 @@
 //! Who is calling: static API keys (full access) or HS256 JWTs with a required `exp` and an
 //! optional `resource` claim that binds the token to one call or conference.
 //!
-//! Tokens are compared in constant time and never logged.
+//! API keys are compared in constant time; tokens and keys are never logged.
 
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::Response;
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
@@ -14,6 +15,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::config::AuthSettings;
 use crate::domain::{CallId, ConferenceId, Resource};
+use crate::secret::Secret;
 
 /// What an authenticated caller may open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +57,9 @@ impl Principal {
 
 #[derive(Debug, Deserialize)]
 struct Claims {
-    exp: u64,
+    /// Optional here so that a token without it is refused by the validation, which says so.
+    #[serde(default)]
+    exp: Option<u64>,
     #[serde(default)]
     resource: Option<String>,
 }
@@ -63,7 +67,7 @@ struct Claims {
 /// Checks tokens against the configured keys and secret.
 #[derive(Clone)]
 pub struct Authenticator {
-    api_keys: Vec<String>,
+    api_keys: Vec<Secret>,
     jwt: Option<(DecodingKey, Validation)>,
     disabled: bool,
 }
@@ -85,7 +89,10 @@ impl Authenticator {
             validation.set_required_spec_claims(&["exp"]);
             // A little room for clock skew between the token issuer and this host.
             validation.leeway = 5;
-            (DecodingKey::from_secret(secret.as_bytes()), validation)
+            (
+                DecodingKey::from_secret(secret.expose().as_bytes()),
+                validation,
+            )
         });
         Authenticator {
             api_keys: settings.api_keys.clone(),
@@ -104,11 +111,12 @@ impl Authenticator {
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(ApiError::authentication_required)?;
-        if self
+        // Every key is compared, whichever matches: the time taken does not say which did.
+        let is_key = self
             .api_keys
             .iter()
-            .any(|key| constant_time_eq(key.as_bytes(), token.as_bytes()))
-        {
+            .fold(false, |found, key| key.matches(token.as_bytes()) | found);
+        if is_key {
             return Ok(Principal {
                 scope: Scope::All,
                 expires_at: None,
@@ -117,14 +125,19 @@ impl Authenticator {
         let Some((key, validation)) = &self.jwt else {
             return Err(ApiError::invalid_credentials("the token is not valid"));
         };
+        // The library refuses these too (an `alg` it does not know, `none` included, as an
+        // unreadable header); looking first only makes the refusal say why.
+        if header_alg(token).is_some_and(|alg| alg != "HS256") {
+            return Err(ApiError::invalid_credentials(
+                "the token is not signed with HS256",
+            ));
+        }
         let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    ApiError::invalid_credentials("the token has expired")
-                }
-                _ => ApiError::invalid_credentials("the token is not valid"),
-            })?
+            .map_err(|e| ApiError::invalid_credentials(refusal(e.kind())))?
             .claims;
+        let exp = claims
+            .exp
+            .ok_or_else(|| ApiError::invalid_credentials("the token has no `exp` claim"))?;
         let scope = match claims.resource.as_deref() {
             None | Some("*") => Scope::All,
             Some(resource) => Scope::Only(parse_resource(resource).ok_or_else(|| {
@@ -133,8 +146,36 @@ impl Authenticator {
         };
         Ok(Principal {
             scope,
-            expires_at: Some(claims.exp),
+            expires_at: Some(exp),
         })
+    }
+}
+
+/// The `alg` a token's header names, when the header can be read at all.
+fn header_alg(token: &str) -> Option<String> {
+    use base64::Engine;
+    #[derive(Deserialize)]
+    struct Header {
+        alg: String,
+    }
+    let header = token.split('.').next()?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    serde_json::from_slice::<Header>(&json).ok().map(|h| h.alg)
+}
+
+/// Why a JWT was refused, in words that help its issuer and say nothing of the secret.
+fn refusal(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "the token is not signed with HS256".into()
+        }
+        ErrorKind::InvalidSignature => "the token's signature does not match".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no `{claim}` claim"),
+        ErrorKind::InvalidClaimFormat(claim) => format!("the token's `{claim}` claim is not valid"),
+        _ => "the token is not valid".into(),
     }
 }
 
@@ -145,13 +186,6 @@ fn parse_resource(claim: &str) -> Option<Resource> {
         "conference" => ConferenceId::parse(id).ok().map(Resource::Conference),
         _ => None,
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The token of a request: `Authorization: Bearer …`, else `?token=…`.
@@ -259,6 +293,110 @@ mod tests {
 
         let no_exp = jwt(serde_json::json!({"resource": "*"}), SECRET);
         assert!(a.authenticate(Some(&no_exp)).is_err());
+    }
+
+    /// `message.signature`, signed with HS256 and the right secret whatever `message` holds.
+    fn signed_raw(message: &str) -> String {
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+            Algorithm::HS256,
+        )
+        .expect("sign");
+        format!("{message}.{signature}")
+    }
+
+    /// `header.claims.signature`, the signature made with HS256 whatever the header says.
+    fn forged(header: serde_json::Value, claims: &[u8]) -> String {
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        signed_raw(&format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims)
+        ))
+    }
+
+    #[test]
+    fn each_refusal_says_why() {
+        let a = auth();
+        let claims = serde_json::json!({"exp": now() + 60});
+        let signed = |alg: Algorithm| {
+            jsonwebtoken::encode(
+                &Header::new(alg),
+                &claims,
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .expect("encode")
+        };
+        let body = claims.to_string();
+        let none = {
+            let token = forged(serde_json::json!({"alg": "none"}), body.as_bytes());
+            format!("{}.", token.rsplit_once('.').expect("dot").0)
+        };
+        let good = signed(Algorithm::HS256);
+        let (head, rest) = good.split_once('.').expect("dot");
+        let signature = rest.split_once('.').expect("dot").1;
+        let cases = [
+            (
+                signed(Algorithm::HS384),
+                "the token is not signed with HS256",
+            ),
+            (
+                signed(Algorithm::HS512),
+                "the token is not signed with HS256",
+            ),
+            (
+                forged(
+                    serde_json::json!({"alg": "RS256", "typ": "JWT"}),
+                    body.as_bytes(),
+                ),
+                "the token is not signed with HS256",
+            ),
+            (none, "the token is not signed with HS256"),
+            (
+                jwt(serde_json::json!({"resource": "*"}), SECRET),
+                "the token has no `exp` claim",
+            ),
+            (
+                jwt(serde_json::json!({"exp": now() - 60}), SECRET),
+                "the token has expired",
+            ),
+            (
+                jwt(claims.clone(), "another-secret-of-32-characters!!"),
+                "the token's signature does not match",
+            ),
+            (
+                format!("{head}.{}.{signature}", {
+                    use base64::Engine;
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(serde_json::json!({"exp": now() + 3600}).to_string())
+                }),
+                "the token's signature does not match",
+            ),
+            (format!("{head}.{signature}"), "the token is not valid"),
+            (signed_raw(&format!("{head}.!!!")), "the token is not valid"),
+            (
+                forged(serde_json::json!({"alg": "HS256"}), b"not json"),
+                "the token is not valid",
+            ),
+            (
+                jwt(
+                    serde_json::json!({"exp": now() + 60, "resource": "channel:x"}),
+                    SECRET,
+                ),
+                "the token's resource claim is not valid",
+            ),
+        ];
+        for (token, why) in cases {
+            let e = a.authenticate(Some(&token)).expect_err(why);
+            assert_eq!(
+                (e.status.as_u16(), e.reason, e.message.as_str()),
+                (401, "INVALID_CREDENTIALS", why),
+                "{token}"
+            );
+        }
+        assert!(a.authenticate(Some(&good)).is_ok());
     }
 
     #[test]

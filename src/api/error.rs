@@ -99,6 +99,10 @@ impl From<InvalidId> for ApiError {
 
 impl From<AriError> for ApiError {
     fn from(e: AriError) -> ApiError {
+        if let AriError::InvalidId(id) = e {
+            // Never sent to Asterisk: the id, not Asterisk, is at fault.
+            return ApiError::invalid_argument(format!("`{id}` is not a valid id"));
+        }
         tracing::warn!(error = %e, "Asterisk request failed");
         ApiError::asterisk_unavailable()
     }

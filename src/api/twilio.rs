@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::{ApiPath, AppState};
 use crate::domain::{CallId, Resource};
+use crate::secret::Secret;
 use crate::session::SessionError;
 
 /// A Twilio-shaped error: `code` is Twilio's error number.
@@ -42,8 +43,8 @@ fn unauthorized() -> Response {
     response
 }
 
-/// The user and password of an HTTP Basic `Authorization` header.
-fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
+/// The user and password (a token of the service) of an HTTP Basic `Authorization` header.
+fn basic_auth(headers: &HeaderMap) -> Option<(String, Secret)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD
@@ -51,7 +52,7 @@ fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
         .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
-    Some((user.to_owned(), password.to_owned()))
+    Some((user.to_owned(), Secret::new(password)))
 }
 
 pub async fn update_call(
@@ -63,7 +64,7 @@ pub async fn update_call(
     let Some((user, token)) = basic_auth(&headers) else {
         return unauthorized();
     };
-    let principal = match state.auth.authenticate(Some(&token)) {
+    let principal = match state.auth.authenticate(Some(token.expose())) {
         Ok(principal) if user == state.twilio.account_sid && account == user => principal,
         _ => return unauthorized(),
     };

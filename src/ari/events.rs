@@ -123,8 +123,10 @@ impl EventStream {
             .events_url(&self.app)
             .as_str()
             .into_client_request()?;
-        let auth = HeaderValue::from_str(&self.ari.basic_auth_header())
+        let mut auth = HeaderValue::from_str(self.ari.basic_auth_header().expose())
             .map_err(|e| tungstenite::Error::HttpFormat(e.into()))?;
+        // The request's Debug (in a library's log or an error) shows it as `Sensitive`.
+        auth.set_sensitive(true);
         request.headers_mut().insert("Authorization", auth);
         let connect = tokio_tungstenite::connect_async(request);
         match tokio::time::timeout(Duration::from_secs(5), connect).await {

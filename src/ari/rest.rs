@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::model::{Bridge, Channel};
 use crate::config::AriSettings;
+use crate::secret::Secret;
 
 /// An ARI call that did not succeed. Keeps Asterisk's own status and message.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,10 @@ pub enum AriError {
     /// Asterisk answered 2xx with a body that is not what ARI documents.
     #[error("Asterisk's answer is not what ARI documents: {0}")]
     Unreadable(#[source] serde_json::Error),
+    /// An id that cannot be one path segment (empty, `.` or `..`: a URL would resolve it to
+    /// another resource). Refused before anything is sent.
+    #[error("`{0}` cannot be an ARI id")]
+    InvalidId(String),
 }
 
 /// What an [`AriError`] means for the caller, so that callers match on meaning rather than on
@@ -110,7 +115,7 @@ pub struct AriClient {
     /// `<ari.url>/ari/`, always ending in a slash so that joins append.
     base: reqwest::Url,
     username: String,
-    password: String,
+    password: Secret,
 }
 
 impl AriClient {
@@ -147,22 +152,50 @@ impl AriClient {
     }
 
     /// The `Authorization` header value for the events WebSocket.
-    pub fn basic_auth_header(&self) -> String {
+    pub fn basic_auth_header(&self) -> Secret {
         use base64::Engine;
-        let raw = format!("{}:{}", self.username, self.password);
-        format!(
+        let raw = format!("{}:{}", self.username, self.password.expose());
+        Secret::new(format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        ))
     }
 
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        // Ids come validated from the domain types or from Asterisk itself; joining encodes
-        // anything a URL path cannot hold.
-        let url = self.base.join(path).expect("relative ARI paths join");
-        self.http
+    /// `<ari.url>/ari/<segments>`, each segment percent-encoded as one segment. An id that a
+    /// URL would read as a step (`.`, `..`) or as nothing (empty) is refused: encoding cannot
+    /// save it, since URLs read `%2E%2E` as `..` too.
+    pub fn url(&self, segments: &[&str]) -> Result<reqwest::Url, AriError> {
+        let mut path = String::new();
+        for (i, segment) in segments.iter().enumerate() {
+            if matches!(*segment, "" | "." | "..") {
+                return Err(AriError::InvalidId((*segment).to_owned()));
+            }
+            if i > 0 {
+                path.push('/');
+            }
+            path.push_str(&seg(segment));
+        }
+        let url = self.base.join(&path).expect("encoded segments join");
+        // What the checks above make true; a request that would go anywhere else is not sent.
+        let depth = |u: &reqwest::Url| u.path_segments().map_or(0, Iterator::count);
+        if !url.path().starts_with(self.base.path())
+            || depth(&url) != depth(&self.base) - 1 + segments.len()
+        {
+            return Err(AriError::InvalidId(segments.join("/")));
+        }
+        Ok(url)
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        segments: &[&str],
+    ) -> Result<reqwest::RequestBuilder, AriError> {
+        let url = self.url(segments)?;
+        Ok(self
+            .http
             .request(method, url)
-            .basic_auth(&self.username, Some(&self.password))
+            .basic_auth(&self.username, Some(self.password.expose())))
     }
 
     /// Sends a request and reads its whole answer, within the bound on requests in flight.
@@ -192,31 +225,32 @@ impl AriClient {
     }
 
     pub async fn asterisk_info(&self) -> Result<serde_json::Value, AriError> {
-        self.json(self.request(Method::GET, "asterisk/info")).await
+        self.json(self.request(Method::GET, &["asterisk", "info"])?)
+            .await
     }
 
     pub async fn channels(&self) -> Result<Vec<Channel>, AriError> {
-        self.json(self.request(Method::GET, "channels")).await
+        self.json(self.request(Method::GET, &["channels"])?).await
     }
 
     pub async fn channel(&self, id: &str) -> Result<Channel, AriError> {
-        self.json(self.request(Method::GET, &format!("channels/{}", seg(id))))
+        self.json(self.request(Method::GET, &["channels", id])?)
             .await
     }
 
     pub async fn answer(&self, id: &str) -> Result<(), AriError> {
-        self.empty(self.request(Method::POST, &format!("channels/{}/answer", seg(id))))
+        self.empty(self.request(Method::POST, &["channels", id, "answer"])?)
             .await
     }
 
     pub async fn hangup(&self, id: &str) -> Result<(), AriError> {
-        self.empty(self.request(Method::DELETE, &format!("channels/{}", seg(id))))
+        self.empty(self.request(Method::DELETE, &["channels", id])?)
             .await
     }
 
     pub async fn send_dtmf(&self, id: &str, dtmf: &str) -> Result<(), AriError> {
         self.empty(
-            self.request(Method::POST, &format!("channels/{}/dtmf", seg(id)))
+            self.request(Method::POST, &["channels", id, "dtmf"])?
                 .query(&[("dtmf", dtmf)]),
         )
         .await
@@ -232,11 +266,8 @@ impl AriClient {
         whisper: &str,
     ) -> Result<Channel, AriError> {
         self.json(
-            self.request(
-                Method::POST,
-                &format!("channels/{}/snoop/{}", seg(id), seg(snoop_id)),
-            )
-            .query(&[("app", app), ("spy", spy), ("whisper", whisper)]),
+            self.request(Method::POST, &["channels", id, "snoop", snoop_id])?
+                .query(&[("app", app), ("spy", spy), ("whisper", whisper)]),
         )
         .await
     }
@@ -256,7 +287,7 @@ impl AriClient {
             query.push(("data", data));
         }
         self.json(
-            self.request(Method::POST, "channels/externalMedia")
+            self.request(Method::POST, &["channels", "externalMedia"])?
                 .query(&query),
         )
         .await
@@ -288,7 +319,7 @@ impl AriClient {
             .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
             .collect();
         self.json(
-            self.request(Method::POST, "channels")
+            self.request(Method::POST, &["channels"])?
                 .query(&query)
                 .json(&serde_json::json!({ "variables": variables })),
         )
@@ -296,17 +327,17 @@ impl AriClient {
     }
 
     pub async fn bridges(&self) -> Result<Vec<Bridge>, AriError> {
-        self.json(self.request(Method::GET, "bridges")).await
+        self.json(self.request(Method::GET, &["bridges"])?).await
     }
 
     pub async fn bridge(&self, id: &str) -> Result<Bridge, AriError> {
-        self.json(self.request(Method::GET, &format!("bridges/{}", seg(id))))
+        self.json(self.request(Method::GET, &["bridges", id])?)
             .await
     }
 
     /// Creates a mixing bridge with the given id.
     pub async fn create_bridge(&self, id: &str, name: &str) -> Result<Bridge, AriError> {
-        self.json(self.request(Method::POST, "bridges").query(&[
+        self.json(self.request(Method::POST, &["bridges"])?.query(&[
             ("type", "mixing"),
             ("bridgeId", id),
             ("name", name),
@@ -315,13 +346,13 @@ impl AriClient {
     }
 
     pub async fn destroy_bridge(&self, id: &str) -> Result<(), AriError> {
-        self.empty(self.request(Method::DELETE, &format!("bridges/{}", seg(id))))
+        self.empty(self.request(Method::DELETE, &["bridges", id])?)
             .await
     }
 
     pub async fn add_channel(&self, bridge: &str, channel: &str) -> Result<(), AriError> {
         self.empty(
-            self.request(Method::POST, &format!("bridges/{}/addChannel", seg(bridge)))
+            self.request(Method::POST, &["bridges", bridge, "addChannel"])?
                 .query(&[("channel", channel)]),
         )
         .await
@@ -329,11 +360,8 @@ impl AriClient {
 
     pub async fn remove_channel(&self, bridge: &str, channel: &str) -> Result<(), AriError> {
         self.empty(
-            self.request(
-                Method::POST,
-                &format!("bridges/{}/removeChannel", seg(bridge)),
-            )
-            .query(&[("channel", channel)]),
+            self.request(Method::POST, &["bridges", bridge, "removeChannel"])?
+                .query(&[("channel", channel)]),
         )
         .await
     }
@@ -341,11 +369,8 @@ impl AriClient {
     /// Subscribes `app` to an event source; `bridge:` alone means every bridge.
     pub async fn subscribe(&self, app: &str, source: &str) -> Result<(), AriError> {
         self.empty(
-            self.request(
-                Method::POST,
-                &format!("applications/{}/subscription", seg(app)),
-            )
-            .query(&[("eventSource", source)]),
+            self.request(Method::POST, &["applications", app, "subscription"])?
+                .query(&[("eventSource", source)]),
         )
         .await
     }
@@ -409,12 +434,111 @@ mod tests {
 
     #[test]
     fn path_segments_are_encoded() {
-        assert_eq!(seg("abc-1.2_x"), "abc-1.2_x");
+        assert_eq!(seg("abc-1.2_x~"), "abc-1.2_x~");
         assert_eq!(seg("a;2/../b"), "a%3B2%2F..%2Fb");
+        assert_eq!(seg("%2E%2E"), "%252E%252E");
+        assert_eq!(seg("a?b#c d\\e\0"), "a%3Fb%23c%20d%5Ce%00");
+        assert_eq!(seg("é"), "%C3%A9");
+        // Everything outside RFC 3986's unreserved characters is encoded.
+        for b in 0..=255u8 {
+            let unreserved = b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+            let one = String::from_utf8_lossy(&[b]).into_owned();
+            assert_eq!(seg(&one) == one, unreserved, "byte {b:#04x}");
+        }
+    }
+
+    #[test]
+    fn every_id_stays_one_segment_under_ari() {
+        for base in ["http://127.0.0.1:8088", "https://pbx.example/asterisk/"] {
+            let c = client(base);
+            let prefix = c.base.as_str().to_owned();
+            for id in [
+                "1732551234.17",
+                "...",
+                "a/b",
+                "../..",
+                "%2E%2E",
+                "%2e",
+                ".%2e",
+                "a?b",
+                "a#b",
+                "a\\b",
+                "\0",
+                "/",
+                "é",
+                ";",
+            ] {
+                let url = c.url(&["channels", id]).expect(id);
+                let rest = url.as_str().strip_prefix(&prefix).expect("under /ari/");
+                assert_eq!(rest, format!("channels/{}", seg(id)), "{id:?}");
+                assert_eq!(url.query(), None, "{id:?}");
+                assert_eq!(url.fragment(), None, "{id:?}");
+                let url = c.url(&["bridges", id, "addChannel"]).expect(id);
+                assert_eq!(
+                    url.path_segments().expect("segments").nth_back(1),
+                    Some(seg(id).as_str()),
+                    "{id:?}"
+                );
+            }
+            for id in ["", ".", ".."] {
+                assert!(
+                    matches!(c.url(&["channels", id]), Err(AriError::InvalidId(_))),
+                    "{id:?}"
+                );
+                assert!(c.url(&["bridges", id, "addChannel"]).is_err(), "{id:?}");
+                assert!(c.url(&["channels", "c1", "snoop", id]).is_err(), "{id:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_id_is_never_sent() {
+        // Nothing listens on port 9: a request that went out would fail as Unavailable.
+        let c = client("http://127.0.0.1:9");
+        for id in [".", ".."] {
+            assert!(matches!(c.channel(id).await, Err(AriError::InvalidId(_))));
+            assert!(matches!(c.hangup(id).await, Err(AriError::InvalidId(_))));
+            assert!(matches!(c.bridge(id).await, Err(AriError::InvalidId(_))));
+            assert!(matches!(
+                c.add_channel(id, "c1").await,
+                Err(AriError::InvalidId(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn the_event_socket_query_is_encoded() {
+        let c = client("http://127.0.0.1:8088");
+        assert_eq!(
+            c.events_url("a&subscribeAll=true#x").as_str(),
+            "ws://127.0.0.1:8088/ari/events?app=a%26subscribeAll%3Dtrue%23x&subscribeAll=false"
+        );
     }
 
     #[test]
     fn basic_auth_is_base64() {
-        assert_eq!(client("http://h").basic_auth_header(), "Basic dTpw");
+        assert_eq!(
+            client("http://h").basic_auth_header().expose(),
+            "Basic dTpw"
+        );
+    }
+
+    #[test]
+    fn the_password_never_prints() {
+        let c = AriClient::new(&AriSettings {
+            url: "http://127.0.0.1:8088".parse().expect("url"),
+            username: "user".into(),
+            password: "ari-pass-4e8b2c".into(),
+            app: "a".into(),
+        });
+        let shown = format!(
+            "{c:?} {:?} {}",
+            c.basic_auth_header(),
+            c.basic_auth_header()
+        );
+        assert!(!shown.contains("4e8b2c"), "{shown}");
+        // Nor its Basic form: base64 of `user:ari-pass-4e8b2c`.
+        assert!(!shown.contains("dXNlcjphcmktcGFzcy00ZThiMmM"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
     }
 }

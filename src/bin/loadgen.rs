@@ -355,7 +355,7 @@ async fn main() {
     let ari = AriClient::new(&AriSettings {
         url: args.ari_url.parse().expect("--ari-url is a URL"),
         username: args.ari_user.clone(),
-        password: args.ari_password.clone(),
+        password: args.ari_password.clone().into(),
         app: args.app.clone(),
     });
     eprintln!("originating {} echo calls into {}", args.streams, args.app);

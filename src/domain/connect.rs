@@ -25,8 +25,9 @@ pub struct ConnectBody {
 const MAX_PARAMETERS: usize = 32;
 const MAX_PARAMETER_BYTES: usize = 1024;
 
-/// A checked connect request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A checked connect request. Its `Debug` leaves out the query and the parameters' values:
+/// a client's server often takes its own token there.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConnectSpec {
     /// The URL as given (shown in the resource).
     pub url: String,
@@ -41,6 +42,26 @@ pub struct ConnectSpec {
     pub format: Format,
     pub parameters: BTreeMap<String, String>,
     pub events: bool,
+}
+
+impl ConnectSpec {
+    /// The URL as given, without its query or fragment: what logs may show.
+    pub fn url_for_logs(&self) -> &str {
+        let end = self.url.find(['?', '#']).unwrap_or(self.url.len());
+        &self.url[..end]
+    }
+}
+
+impl std::fmt::Debug for ConnectSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectSpec")
+            .field("url", &self.url_for_logs())
+            .field("encapsulation", &self.encapsulation)
+            .field("format", &self.format)
+            .field("parameters", &self.parameters.keys().collect::<Vec<_>>())
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConnectBody {
@@ -153,6 +174,23 @@ mod tests {
         );
         let s = spec(serde_json::json!({"url": "wss://[::1]/media"})).expect("ok");
         assert_eq!((s.secure, s.host.as_str(), s.port), (true, "::1", 443));
+    }
+
+    #[test]
+    fn debug_leaves_out_the_query_and_parameter_values() {
+        let s = spec(
+            serde_json::json!({"url": "wss://bot:8765/ws?key=bot-key-31d7#f",
+            "parameters": {"auth": "param-secret-8a2f"}}),
+        )
+        .expect("ok");
+        assert_eq!(s.url_for_logs(), "wss://bot:8765/ws");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("bot-key-31d7"), "{shown}");
+        assert!(!shown.contains("param-secret-8a2f"), "{shown}");
+        assert!(
+            shown.contains("wss://bot:8765/ws") && shown.contains("auth"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -13,10 +13,18 @@ pub const INTERNAL_PREFIX: &str = "mediastream-";
 
 /// Why an id from a URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a valid id: 1 to 128 characters of letters, digits, `.`, `_`, `-`, `;`")]
-pub struct InvalidId(pub String);
+pub enum InvalidId {
+    #[error("`{0}` is not a valid id: 1 to 128 characters of letters, digits, `.`, `_`, `-`, `;`")]
+    Shape(String),
+    /// `.` and `..`: in a URL they are steps to another path, whatever their encoding.
+    #[error("`{0}` is not a valid id: `.` and `..` are path steps, not ids")]
+    PathStep(String),
+}
 
 fn check_id(s: &str) -> Result<(), InvalidId> {
+    if matches!(s, "." | "..") {
+        return Err(InvalidId::PathStep(s.to_owned()));
+    }
     let ok = !s.is_empty()
         && s.len() <= 128
         && s.bytes()
@@ -24,7 +32,7 @@ fn check_id(s: &str) -> Result<(), InvalidId> {
     if ok {
         Ok(())
     } else {
-        Err(InvalidId(s.chars().take(140).collect()))
+        Err(InvalidId::Shape(s.chars().take(140).collect()))
     }
 }
 
@@ -228,6 +236,9 @@ mod tests {
             "mediastream-snoop-1",
             "ext-1;2",
             "a",
+            "...",
+            ".a",
+            "a..",
         ] {
             assert!(CallId::parse(ok).is_ok(), "{ok}");
         }
@@ -239,6 +250,17 @@ mod tests {
         for bad in ["", "a/b", "a b", "a?b", "..%2f", "é", "a\nb", long.as_str()] {
             assert!(CallId::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn path_steps_are_not_ids() {
+        for step in [".", ".."] {
+            let e = CallId::parse(step).expect_err(step);
+            assert_eq!(e, InvalidId::PathStep(step.to_owned()));
+            assert!(e.to_string().contains("path steps"), "{e}");
+            assert!(ConferenceId::parse(step).is_err(), "{step}");
+        }
+        assert!(CallId::parse(&"x".repeat(128)).is_ok());
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub fn ari_settings(app: &str) -> AriSettings {
         username: std::env::var("MEDIASTREAM_TEST_ARI_USER")
             .unwrap_or_else(|_| "mediastream".into()),
         password: std::env::var("MEDIASTREAM_TEST_ARI_PASSWORD")
-            .unwrap_or_else(|_| "mediastream".into()),
+            .unwrap_or_else(|_| "mediastream".into())
+            .into(),
         app: app.into(),
     }
 }

@@ -329,7 +329,7 @@ pub async fn run(args: Arc<Args>, calls: usize) -> Result<(), Box<dyn std::error
     let ari = AriClient::new(&AriSettings {
         url: args.ari_url.parse()?,
         username: args.ari_user.clone(),
-        password: args.ari_password.clone(),
+        password: args.ari_password.clone().into(),
         app: args.app.clone(),
     });
     let mut left = 0;

@@ -170,7 +170,8 @@ impl Streams {
         view.status = StreamStatus::Connecting;
         let (registration, stop) = self.register(view, true);
         let (answer_tx, answer) = oneshot::channel();
-        let span = tracing::info_span!("connect", stream_id = %admission.id, url = %spec.url);
+        let span =
+            tracing::info_span!("connect", stream_id = %admission.id, url = spec.url_for_logs());
         let this = self.clone();
         let dialing = Dialing {
             admission,
