@@ -45,6 +45,8 @@ pub struct AriSettings {
     /// Stasis application name. Asterisk keeps one event socket per name: two services with the
     /// same name would steal each other's events.
     pub app: String,
+    /// A private CA (PEM) trusted for an `https://` Asterisk, beside the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +216,7 @@ struct RawAri {
     username: String,
     password: Option<Secret>,
     app: String,
+    ca_file: Option<String>,
 }
 
 impl Default for RawAri {
@@ -223,6 +226,7 @@ impl Default for RawAri {
             username: "mediastream".into(),
             password: None,
             app: "mediastream".into(),
+            ca_file: None,
         }
     }
 }
@@ -486,6 +490,10 @@ impl Settings {
                 "must be 2 to 64 letters and digits",
             ));
         }
+        let ari_ca_file = raw.ari.ca_file.map(std::path::PathBuf::from);
+        if let Some(path) = &ari_ca_file {
+            crate::tls::certificates(path).map_err(|e| invalid("ari.ca_file", e.to_string()))?;
+        }
         let http_tls = match (raw.http.tls_cert, raw.http.tls_key) {
             (None, None) => None,
             (Some(cert), Some(key)) => {
@@ -636,6 +644,7 @@ impl Settings {
                 username: raw.ari.username,
                 password,
                 app: raw.ari.app,
+                ca_file: ari_ca_file,
             },
             http: HttpSettings {
                 listen,

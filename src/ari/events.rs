@@ -128,7 +128,33 @@ impl EventStream {
         // The request's Debug (in a library's log or an error) shows it as `Sensitive`.
         auth.set_sensitive(true);
         request.headers_mut().insert("Authorization", auth);
-        let connect = tokio_tungstenite::connect_async(request);
+        let url = self.ari.events_url(&self.app);
+        let tls = self.ari.tls();
+        let connect = async {
+            let (host, port) = match url.host() {
+                Some(url::Host::Domain(name)) => (name.to_owned(), url.port_or_known_default()),
+                Some(url::Host::Ipv4(ip)) => (ip.to_string(), url.port_or_known_default()),
+                Some(url::Host::Ipv6(ip)) => (ip.to_string(), url.port_or_known_default()),
+                None => (String::new(), None),
+            };
+            let port = port.ok_or(tungstenite::Error::Url(
+                tungstenite::error::UrlError::UnableToConnect(url.to_string()),
+            ))?;
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let io: Box<dyn Io> = match tls {
+                None => Box::new(tcp),
+                Some(tls) => {
+                    let name = rustls::pki_types::ServerName::try_from(host.clone())
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                    let tls = tokio_rustls::TlsConnector::from(tls)
+                        .connect(name, tcp)
+                        .await?;
+                    Box::new(tls)
+                }
+            };
+            tokio_tungstenite::client_async(request, io).await
+        };
         match tokio::time::timeout(Duration::from_secs(5), connect).await {
             Ok(result) => Ok(result?.0),
             Err(_) => Err(tungstenite::Error::Io(std::io::Error::new(
@@ -168,8 +194,11 @@ impl EventStream {
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// The event socket's connection: TCP, or TLS for an `https://` Asterisk.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
 
 enum ReadEnd {
     Cancelled,

@@ -116,6 +116,9 @@ pub struct AriClient {
     base: reqwest::Url,
     username: String,
     password: Secret,
+    /// For an `https://` Asterisk: the system's roots and `ari.ca_file`, shared by REST and the
+    /// event socket.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl AriClient {
@@ -123,20 +126,35 @@ impl AriClient {
         let mut base = settings.url.clone();
         let path = format!("{}/ari/", base.path().trim_end_matches('/'));
         base.set_path(&path);
-        let http = reqwest::Client::builder()
+        // The configuration has read `ari.ca_file` already: it cannot fail here.
+        let tls = (base.scheme() == "https").then(|| {
+            crate::tls::client_config(settings.ca_file.as_deref())
+                .expect("ari.ca_file was checked with the configuration")
+        });
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(MAX_REQUESTS_IN_FLIGHT)
+            .pool_max_idle_per_host(MAX_REQUESTS_IN_FLIGHT);
+        if let Some(tls) = &tls {
+            builder = builder.tls_backend_preconfigured(rustls::ClientConfig::clone(tls));
+        }
+        let http = builder
             .build()
-            .expect("a client without custom TLS roots always builds");
+            .expect("a client with a rustls configuration always builds");
         AriClient {
             http,
             in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
             base,
             username: settings.username.clone(),
             password: settings.password.clone(),
+            tls,
         }
+    }
+
+    /// The TLS settings for an `https://` Asterisk (the event socket uses them too).
+    pub fn tls(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+        self.tls.clone()
     }
 
     /// The `ws://…/ari/events` URL for `app`, without credentials.
@@ -399,6 +417,7 @@ mod tests {
             username: "u".into(),
             password: "p".into(),
             app: "a".into(),
+            ca_file: None,
         })
     }
 
@@ -530,6 +549,7 @@ mod tests {
             username: "user".into(),
             password: "ari-pass-4e8b2c".into(),
             app: "a".into(),
+            ca_file: None,
         });
         let shown = format!(
             "{c:?} {:?} {}",

@@ -357,6 +357,7 @@ async fn main() {
         username: args.ari_user.clone(),
         password: args.ari_password.clone().into(),
         app: args.app.clone(),
+        ca_file: None,
     });
     eprintln!("originating {} echo calls into {}", args.streams, args.app);
     let mut calls = Vec::with_capacity(args.streams);

@@ -583,6 +583,7 @@ mod tests {
             username: "u".into(),
             password: "p".into(),
             app: "cap".into(),
+            ca_file: None,
         });
         Registry::new("cap".into(), ari, Arc::new(Metrics::new()))
     }

@@ -39,6 +39,7 @@ pub fn ari_settings(app: &str) -> AriSettings {
             .unwrap_or_else(|_| "mediastream".into())
             .into(),
         app: app.into(),
+        ca_file: None,
     }
 }
 

@@ -331,6 +331,7 @@ pub async fn run(args: Arc<Args>, calls: usize) -> Result<(), Box<dyn std::error
         username: args.ari_user.clone(),
         password: args.ari_password.clone().into(),
         app: args.app.clone(),
+        ca_file: None,
     });
     let mut left = 0;
     if let Ok(channels) = ari.channels().await {

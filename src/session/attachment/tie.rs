@@ -316,6 +316,7 @@ mod tests {
             username: "u".into(),
             password: "p".into(),
             app: "cap".into(),
+            ca_file: None,
         });
         let registry = Registry::new("cap".into(), ari, Arc::new(Metrics::new()));
         Attachments::new(Arc::new(registry), "cap".into())
