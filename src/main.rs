@@ -23,6 +23,11 @@ struct Cli {
     /// Log line format; the level follows RUST_LOG (default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Instead of serving: ask the service running with this configuration whether it is
+    /// ready (`GET /ready` on `http.listen`), and exit 0 if it is, 1 if not. For container
+    /// healthchecks, without curl in the image.
+    #[arg(long)]
+    check_ready: bool,
 }
 
 fn main() -> ExitCode {
@@ -34,6 +39,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.check_ready {
+        return check_ready(&settings);
+    }
     telemetry::init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -43,6 +51,46 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(serve(settings))
+}
+
+/// `GET /ready` on the service this configuration describes: on loopback when it listens on
+/// every address, over HTTPS when it serves TLS (its certificate is not checked: this is the
+/// same host asking itself).
+fn check_ready(settings: &Settings) -> ExitCode {
+    let mut addr = settings.http.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let scheme = if settings.http.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{addr}/ready");
+    let ready = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()
+        .and_then(|rt| {
+            rt.block_on(async {
+                let client = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(3))
+                    .tls_danger_accept_invalid_certs(true)
+                    .build()
+                    .ok()?;
+                client.get(&url).send().await.ok()
+            })
+        })
+        .is_some_and(|response| response.status() == 200);
+    if ready {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("ari-mediastream: {url} is not ready");
+        ExitCode::FAILURE
+    }
 }
 
 async fn serve(settings: Settings) -> ExitCode {
