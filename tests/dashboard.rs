@@ -12,17 +12,17 @@ use ari_mediastream::telemetry::{
 /// rendered at all), as after a stream, an external media and a request.
 fn rendered() -> String {
     let m = Metrics::new();
-    m.streams_active.get_or_create(&KindLabels {
+    let _ = m.streams_active.get_or_create(&KindLabels {
         kind: "call/sln".into(),
     });
-    m.stream_frames.get_or_create(&DirectionLabels {
+    let _ = m.stream_frames.get_or_create(&DirectionLabels {
         direction: "to_client",
     });
     for family in [&m.stream_drops, &m.streams_ended] {
-        family.get_or_create(&ReasonLabels { reason: "client" });
+        let _ = family.get_or_create(&ReasonLabels { reason: "client" });
     }
     for family in [&m.external_medias_started, &m.external_medias_failed] {
-        family.get_or_create(&EncapsulationLabels {
+        let _ = family.get_or_create(&EncapsulationLabels {
             encapsulation: "rtp",
         });
     }
@@ -30,7 +30,7 @@ fn rendered() -> String {
         .get_or_create(&EncapsulationLabels {
             encapsulation: "rtp",
         });
-    m.http_requests.get_or_create(&HttpLabels {
+    let _ = m.http_requests.get_or_create(&HttpLabels {
         route: "/health".into(),
         method: "GET".into(),
         status: 200,
