@@ -26,7 +26,8 @@ fn rendered() -> String {
             encapsulation: "rtp",
         });
     }
-    m.external_medias_active
+    let _ = m
+        .external_medias_active
         .get_or_create(&EncapsulationLabels {
             encapsulation: "rtp",
         });
