@@ -48,6 +48,9 @@ pub const CLIENT_RING_FRAMES: usize = 25;
 /// How long a client may leave its audio unread (the ring full, the oldest dropped) before
 /// its stream is closed with 1008.
 pub const CLIENT_STALL: Duration = Duration::from_secs(10);
+/// How long a leg may be silent while Asterisk does not answer before the stream ends: a live
+/// Asterisk sends a frame every 20 ms.
+pub const LEG_SILENCE: Duration = Duration::from_millis(300);
 /// The largest client message taken; a larger one ends the stream with 1009.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Payload types on the client's RTP: PCMU, and a dynamic one for L16 (RFC 3551).
@@ -132,6 +135,10 @@ pub enum Signal {
     End(EndReason),
     /// A digit received from the call.
     Dtmf(String),
+    /// Asterisk does not answer its REST interface (`true`), or answers again (`false`).
+    /// A stream whose leg has gone quiet meanwhile ends: Asterisk is dead, not only out of
+    /// reach of ARI.
+    AsteriskUnreachable(bool),
 }
 
 /// From the stream to the session: what needs Asterisk.
@@ -298,6 +305,10 @@ pub struct StreamCore {
     events: VecDeque<Outbound>,
     /// Since when the client's audio has been dropped unread, the ring full.
     client_stalled_since: Option<Instant>,
+    /// When the last audio came from Asterisk.
+    last_leg_at: Option<Instant>,
+    /// Since when Asterisk has not answered ARI, if it does not.
+    asterisk_unreachable: Option<Instant>,
     /// Client-bound audio, oldest first, at most [`CLIENT_RING_FRAMES`].
     audio: VecDeque<Outbound>,
     actions: VecDeque<Action>,
@@ -391,6 +402,8 @@ impl StreamCore {
             events: VecDeque::new(),
             audio: VecDeque::with_capacity(CLIENT_RING_FRAMES),
             client_stalled_since: None,
+            last_leg_at: None,
+            asterisk_unreachable: None,
             actions: VecDeque::new(),
             stats: Stats::default(),
             max_frames: capacity,
@@ -506,6 +519,15 @@ impl StreamCore {
             self.end(EndReason::ClientStalled);
             return;
         }
+        if let Some(since) = self.asterisk_unreachable {
+            let quiet_since = self.last_leg_at.map_or(since, |at| at.max(since));
+            if now >= quiet_since + LEG_SILENCE {
+                self.end(EndReason::Failure(
+                    "Asterisk does not answer and its audio stopped".into(),
+                ));
+                return;
+            }
+        }
         self.stats.worst_lateness = self.stats.worst_lateness.max(self.pacer.lateness(now));
         self.leg_frames_due += self.pacer.poll(now);
     }
@@ -598,6 +620,7 @@ impl StreamCore {
         if self.ended().is_some() {
             return;
         }
+        self.last_leg_at = Some(now);
         if self.audio.len() == CLIENT_RING_FRAMES {
             self.client_stalled_since.get_or_insert(now);
             self.audio.pop_front();
@@ -626,9 +649,13 @@ impl StreamCore {
     }
 
     /// Word from the session.
-    pub fn handle_signal(&mut self, _now: Instant, signal: Signal) {
+    pub fn handle_signal(&mut self, now: Instant, signal: Signal) {
         match signal {
             Signal::End(reason) => self.end(reason),
+            Signal::AsteriskUnreachable(unreachable) => {
+                // The leg's silence is counted from the news, at the earliest.
+                self.asterisk_unreachable = unreachable.then_some(now);
+            }
             Signal::Dtmf(digit) if self.ended().is_none() => {
                 if let Some(t) = self.twilio.as_mut() {
                     let dtmf = twilio::dtmf(t.next(), &t.stream_sid, &digit);

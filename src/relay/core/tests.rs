@@ -873,3 +873,46 @@ fn a_client_that_reads_nothing_for_the_stall_time_is_closed_with_1008() {
     }
     assert_eq!(h.core.ended(), None, "20 s with a read every 5 s");
 }
+
+#[test]
+fn asterisk_out_of_reach_ends_a_stream_only_once_its_audio_stops() {
+    let frame = [0u8; SLIN_FRAME];
+    // Audio keeps coming: ARI being out of reach is not Asterisk being dead.
+    let mut h = Harness::sln(false);
+    h.core
+        .handle_signal(at(0), Signal::AsteriskUnreachable(true));
+    for step in 1..=100u64 {
+        h.core.handle_leg(at(step * 20), &frame);
+        h.core.handle_timeout(at(step * 20));
+        h.drain_client();
+    }
+    assert_eq!(
+        h.core.ended(),
+        None,
+        "2 s of audio while ARI does not answer"
+    );
+
+    // Then the audio stops: the stream ends, 1011, LEG_SILENCE after the last frame.
+    let mut ms = 2000;
+    while h.core.ended().is_none() && ms < 5000 {
+        ms += 20;
+        h.core.handle_timeout(at(ms));
+    }
+    let silence = LEG_SILENCE.as_millis() as u64;
+    assert!(
+        (2000 + silence..=2000 + silence + 20).contains(&ms),
+        "ended at {ms} ms"
+    );
+    assert!(matches!(h.core.ended(), Some(EndReason::Failure(_))));
+    assert_eq!(h.close_code(), Some(1011));
+
+    // Audio that stops while Asterisk answers ends nothing; an answer again clears the state.
+    let mut h = Harness::sln(false);
+    h.core.handle_leg(at(20), &frame);
+    h.core
+        .handle_signal(at(40), Signal::AsteriskUnreachable(true));
+    h.core
+        .handle_signal(at(60), Signal::AsteriskUnreachable(false));
+    h.core.handle_timeout(at(3000));
+    assert_eq!(h.core.ended(), None);
+}

@@ -46,6 +46,8 @@ pub struct Attachments {
     shared: Mutex<HashMap<CallId, Shared>>,
     /// One lock per call: tying reads, then changes, both Asterisk and `shared`.
     call_locks: Mutex<HashMap<CallId, Arc<tokio::sync::Mutex<()>>>>,
+    /// What a teardown could not remove (Asterisk out of reach): removed again once it answers.
+    unremoved: Mutex<Removal>,
 }
 
 /// One externalMedia channel tied to a call or conference, and what it made for that.
@@ -96,7 +98,24 @@ impl Attachments {
             app,
             shared: Mutex::default(),
             call_locks: Mutex::default(),
+            unremoved: Mutex::default(),
         }
+    }
+
+    /// Removes again what earlier teardowns could not (call it when Asterisk answers again);
+    /// what still fails waits for the next call.
+    pub async fn remove_unremoved(&self) {
+        let removal =
+            std::mem::take(&mut *self.unremoved.lock().unwrap_or_else(|p| p.into_inner()));
+        if removal.channels.is_empty() && removal.bridges.is_empty() {
+            return;
+        }
+        tracing::info!(
+            channels = removal.channels.len(),
+            bridges = removal.bridges.len(),
+            "removing what earlier teardowns could not"
+        );
+        self.remove(removal).await;
     }
 
     /// Hangs up and destroys everything in `removal` at once, and returns once Asterisk has
@@ -123,6 +142,11 @@ impl Attachments {
                 gone.skip(id);
                 if !e.is_not_found() {
                     tracing::warn!(what, %id, error = %e, "teardown: removal failed");
+                    let mut unremoved = self.unremoved.lock().unwrap_or_else(|p| p.into_inner());
+                    match what {
+                        "channel" => unremoved.channels.push(id.clone()),
+                        _ => unremoved.bridges.push(id.clone()),
+                    }
                 }
             }
         }

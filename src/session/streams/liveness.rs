@@ -1,8 +1,11 @@
 //! Telling a dead Asterisk from a quiet call. When the ARI event socket drops, the service asks
-//! Asterisk's REST interface whether it is still there: if it is (only the socket was cut),
-//! streams keep their audio while the socket reconnects; if nothing answers, every stream ends
-//! at once with 1011 and every external media is stopped, instead of staying open and silent
-//! until Asterisk comes back.
+//! Asterisk's REST interface whether it is still there. If it is (only the socket was cut),
+//! streams keep their audio while the socket reconnects. If nothing answers, every stream is
+//! told so, and one whose leg has gone quiet too ends with 1011 ([`Signal::AsteriskUnreachable`]
+//! in the stream core): a dead Asterisk sends no audio, while one merely out of ARI's reach
+//! still does, and its streams go on.
+//!
+//! [`Signal::AsteriskUnreachable`]: crate::relay::stream::Signal::AsteriskUnreachable
 
 use std::time::Duration;
 
@@ -32,15 +35,18 @@ impl Streams {
                     _ = cancel.cancelled() => return,
                     up = connected.wait_for(|up| *up == want) => if up.is_err() { return },
                 }
+                if want {
+                    // Asterisk answers: what teardowns left while it did not goes now.
+                    self.attachments.remove_unremoved().await;
+                }
             }
             if self.asterisk_answers(&cancel).await {
                 tracing::info!("the ARI event socket dropped; Asterisk still answers");
                 continue;
             }
-            tracing::error!("Asterisk does not answer: every stream ends");
+            tracing::error!("Asterisk does not answer: streams whose audio stopped end");
             self.metrics.asterisk_lost.inc();
             self.asterisk_down.send_replace(true);
-            self.stop_every_external_media().await;
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = connected.wait_for(|up| *up) => {}
@@ -67,17 +73,5 @@ impl Streams {
             }
         }
         false
-    }
-
-    /// Ends when Asterisk is found unreachable.
-    pub(super) async fn asterisk_lost(&self) {
-        let mut down = self.asterisk_down.subscribe();
-        let _ = down.wait_for(|down| *down).await;
-    }
-
-    async fn stop_every_external_media(&self) {
-        let ids: Vec<uuid::Uuid> = self.external_medias().iter().map(|v| v.id).collect();
-        let stops = ids.iter().map(|id| self.stop_external_media(*id));
-        futures::future::join_all(stops).await;
     }
 }

@@ -406,16 +406,20 @@ impl Streams {
     ) -> EndReason {
         let (signal_tx, signal_rx) = mpsc::unbounded_channel();
         let stopped = async {
-            tokio::select! {
-                _ = stop.cancelled() => {
-                    let _ = signal_tx.send(Signal::End(EndReason::Stopped));
-                }
-                _ = self.asterisk_lost() => {
-                    let why = "Asterisk does not answer".to_owned();
-                    let _ = signal_tx.send(Signal::End(EndReason::Failure(why)));
+            stop.cancelled().await;
+            let _ = signal_tx.send(Signal::End(EndReason::Stopped));
+            std::future::pending::<Infallible>().await
+        };
+        // Whether Asterisk answers ARI: the stream decides with its own leg's audio.
+        let reachability = async {
+            let mut down = self.asterisk_down.subscribe();
+            loop {
+                let unreachable = *down.borrow_and_update();
+                let _ = signal_tx.send(Signal::AsteriskUnreachable(unreachable));
+                if down.changed().await.is_err() {
+                    return std::future::pending::<Infallible>().await;
                 }
             }
-            std::future::pending::<Infallible>().await
         };
         let (action_tx, mut action_rx) = mpsc::channel(16);
         let resource = spec.resource.clone();
@@ -473,6 +477,7 @@ impl Streams {
             never = follow => match never {},
             never = perform_actions => match never {},
             never = stopped => match never {},
+            never = reachability => match never {},
         }
     }
 
