@@ -42,6 +42,8 @@ const CLOSE_CODES: [u16; 6] = [1000, 1001, 1007, 1008, 1009, 1011];
 const MAX_LEG_PAYLOAD: usize = u16::MAX as usize;
 /// Steps per input, so that an input of repeated tiny records stays fast.
 const MAX_STEPS: usize = 512;
+/// Most repetitions of one `Op::Repeat` record.
+const MAX_REPEAT: usize = 4096;
 
 /// The origin of virtual time: the only clock read; every other instant is an offset.
 fn t0() -> Instant {
@@ -173,9 +175,12 @@ enum Op {
     /// The client's connection: `0` closed, `1` a message too large, otherwise an unreadable
     /// frame.
     Connection,
+    /// `count: u16` times (at most 4096) the op `op: u8` with the rest of the body: reaches
+    /// the limits (pending marks, events, DTMF, the audio ring) within a short input.
+    Repeat,
 }
 
-const OPS: [Op; 11] = [
+const OPS: [Op; 12] = [
     Op::Text,
     Op::Binary,
     Op::Media,
@@ -187,6 +192,7 @@ const OPS: [Op; 11] = [
     Op::Read,
     Op::Actions,
     Op::Connection,
+    Op::Repeat,
 ];
 
 fuzz_target!(|data: &[u8]| {
@@ -199,8 +205,24 @@ fuzz_target!(|data: &[u8]| {
         if steps > MAX_STEPS {
             break;
         }
-        h.step(OPS[usize::from(op) % OPS.len()], body);
-        h.check_state();
+        match OPS[usize::from(op) % OPS.len()] {
+            Op::Repeat => {
+                let mut b = Input(body);
+                let count = usize::from(b.u16()) % (MAX_REPEAT + 1);
+                let op = OPS[usize::from(b.byte()) % OPS.len()];
+                for _ in 0..count {
+                    if matches!(op, Op::Repeat) {
+                        break;
+                    }
+                    h.step(op, b.0);
+                    h.check_state();
+                }
+            }
+            op => {
+                h.step(op, body);
+                h.check_state();
+            }
+        }
     }
     // The client reads everything left, and the session takes its actions.
     h.read(usize::MAX);
@@ -314,6 +336,7 @@ impl Harness {
                 self.read(n);
             }
             Op::Actions => self.take_actions(),
+            Op::Repeat => unreachable!("repeats are unrolled by the caller"),
             Op::Connection => {
                 let message = match b.byte() {
                     0 => Inbound::Close,
