@@ -44,6 +44,9 @@ const MAX_LEG_PAYLOAD: usize = u16::MAX as usize;
 const MAX_STEPS: usize = 512;
 /// Most repetitions of one `Op::Repeat` record.
 const MAX_REPEAT: usize = 4096;
+/// Bytes of messages and leg audio one input may make the core handle (see `cost`): an input
+/// stops there, so that every input runs in milliseconds.
+const WORK_BUDGET: usize = 1 << 20;
 
 /// The origin of virtual time: the only clock read; every other instant is an offset.
 fn t0() -> Instant {
@@ -199,28 +202,35 @@ fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
     let config = stream_config(&mut input);
     let mut h = Harness::new(config);
-    let mut steps = 0;
-    while let Some((op, body)) = input.record() {
-        steps += 1;
-        if steps > MAX_STEPS {
-            break;
-        }
+    let mut budget = WORK_BUDGET;
+    let mut step = |h: &mut Harness, op: Op, body: &[u8]| {
+        let Some(left) = budget.checked_sub(cost(op, body)) else {
+            return false;
+        };
+        budget = left;
+        h.step(op, body);
+        h.check_state();
+        true
+    };
+    'input: for (op, body) in std::iter::from_fn(|| input.record()).take(MAX_STEPS) {
         match OPS[usize::from(op) % OPS.len()] {
             Op::Repeat => {
                 let mut b = Input(body);
                 let count = usize::from(b.u16()) % (MAX_REPEAT + 1);
                 let op = OPS[usize::from(b.byte()) % OPS.len()];
+                if matches!(op, Op::Repeat) {
+                    continue;
+                }
                 for _ in 0..count {
-                    if matches!(op, Op::Repeat) {
-                        break;
+                    if !step(&mut h, op, b.0) {
+                        break 'input;
                     }
-                    h.step(op, b.0);
-                    h.check_state();
                 }
             }
             op => {
-                h.step(op, body);
-                h.check_state();
+                if !step(&mut h, op, body) {
+                    break;
+                }
             }
         }
     }
@@ -235,6 +245,17 @@ fuzz_target!(|data: &[u8]| {
         );
     }
 });
+
+/// Roughly the bytes a step makes the core handle.
+fn cost(op: Op, body: &[u8]) -> usize {
+    let mut b = Input(body);
+    64 + match op {
+        Op::Text | Op::Binary | Op::Leg => body.len(),
+        Op::Media => 2 * usize::from(b.u16()),
+        Op::LegFill => 4 * MAX_LEG_PAYLOAD.min(usize::from(b.u16())),
+        _ => 0,
+    }
+}
 
 /// A driver around one core, on a virtual clock.
 struct Harness {
