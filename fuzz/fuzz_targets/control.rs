@@ -15,6 +15,9 @@ fuzz_target!(|data: &[u8]| {
     let rewritten = match &control {
         ClientControl::Clear => r#"{"type":"clear"}"#.to_owned(),
         ClientControl::Stop => r#"{"type":"stop"}"#.to_owned(),
+        ClientControl::Pause => r#"{"type":"pause"}"#.to_owned(),
+        ClientControl::Resume => r#"{"type":"resume"}"#.to_owned(),
+        ClientControl::Status => r#"{"type":"status"}"#.to_owned(),
         ClientControl::Mark { name } => {
             let n = name.chars().count();
             assert!((1..=256).contains(&n));
