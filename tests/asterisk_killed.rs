@@ -28,6 +28,18 @@ fn command(var: &str) -> Option<String> {
     cmd
 }
 
+/// Starts Asterisk again when dropped, should the test fail while it is down: the tests that
+/// run after this one need it.
+struct Restart(String);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = std::process::Command::new("sh").arg("-c").arg(&self.0).status();
+        }
+    }
+}
+
 async fn sh(cmd: &str) {
     let status = tokio::process::Command::new("sh")
         .arg("-c")
@@ -74,6 +86,7 @@ async fn streams_end_with_1011_when_asterisk_dies_and_work_again_when_it_is_back
         );
     }
 
+    let _restart = Restart(start.clone());
     let killed = Instant::now();
     sh(&kill).await;
     let closes = futures::future::join_all(clients.iter_mut().map(|client| async {
