@@ -35,7 +35,10 @@ struct Restart(String);
 impl Drop for Restart {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let _ = std::process::Command::new("sh").arg("-c").arg(&self.0).status();
+            let _ = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&self.0)
+                .status();
         }
     }
 }
