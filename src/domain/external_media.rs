@@ -5,34 +5,58 @@
 use serde::{Deserialize, Serialize};
 
 /// The body of `POST .../external_media`, as sent. Every field is optional here; validation
-/// applies the defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// applies the defaults. The schema (OpenAPI) says what validation accepts.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ExternalMediaRequest)]
 pub struct ExternalMediaBody {
+    /// `host:port` the audio goes to (`[address]:port` for IPv6). Resolved by the service,
+    /// checked against `external_media.allowed_hosts`, and given to Asterisk as an address.
+    #[schema(value_type = String, required = true, example = "asr.internal:9092")]
     pub external_host: Option<String>,
+    /// Default `rtp`.
+    #[schema(value_type = Option<MediaEncapsulation>)]
     pub encapsulation: Option<String>,
+    /// Default `udp` for rtp, `tcp` for audiosocket; must match the encapsulation.
+    #[schema(value_type = Option<MediaTransport>)]
     pub transport: Option<String>,
+    /// Only `client` (Asterisk connects to the host).
+    #[schema(value_type = Option<ConnectionType>)]
     pub connection_type: Option<String>,
+    /// Default `ulaw` for rtp, `slin` for audiosocket. rtp takes `ulaw` or `slin`;
+    /// audiosocket takes `slin` or `slin16` (its frames say slin, so `ulaw` is refused there).
+    #[schema(value_type = Option<MediaFormat>)]
     pub format: Option<String>,
+    /// What is taken from the call (snoop spy). Default `both`.
+    #[schema(value_type = Option<Direction>)]
     pub direction_listen: Option<String>,
+    /// What the host may say into the call (snoop whisper). Default `none`. Not both `none`.
+    #[schema(value_type = Option<Direction>)]
     pub direction_speak: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How Asterisk reaches the host: only as a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionType {
+    Client,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MediaEncapsulation {
     Rtp,
     Audiosocket,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MediaTransport {
     Udp,
     Tcp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MediaFormat {
     Ulaw,
@@ -41,8 +65,9 @@ pub enum MediaFormat {
 }
 
 /// A snoop direction: `in` is what the call sends, `out` what it is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = SnoopDirection)]
 pub enum Direction {
     In,
     Out,

@@ -92,10 +92,10 @@ pub enum Resource {
 
 impl Resource {
     /// `reference_type` and `reference_id`, as resources attached to this one show it.
-    pub fn reference(&self) -> (&'static str, String) {
+    pub fn reference(&self) -> (ReferenceType, String) {
         match self {
-            Resource::Call(id) => ("call", id.to_string()),
-            Resource::Conference(id) => ("conference", id.to_string()),
+            Resource::Call(id) => (ReferenceType::Call, id.to_string()),
+            Resource::Conference(id) => (ReferenceType::Conference, id.to_string()),
         }
     }
 }
@@ -109,8 +109,18 @@ impl fmt::Display for Resource {
     }
 }
 
+/// What a resource attached to a call or conference is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReferenceType {
+    Call,
+    Conference,
+}
+
 /// How audio is wrapped on the client's WebSocket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Encapsulation {
     /// One RTP packet per binary message.
@@ -165,7 +175,9 @@ impl std::str::FromStr for Encapsulation {
 
 /// The audio format a client chose: 8 kHz μ-law, or 16-bit signed linear at 8, 16, 24 or
 /// 48 kHz (the last two beyond SPEC §9.1: Asterisk carries them over AudioSocket).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Ulaw,
