@@ -138,7 +138,7 @@ pub async fn create(
     principal.authorize_any()?;
     let request: CreateConference = super::json_body(&body)?;
     let name = request.name.unwrap_or_default();
-    if name.len() > 256 || name.chars().any(char::is_control) {
+    if name.chars().count() > 256 || name.chars().any(char::is_control) {
         return Err(ApiError::invalid_argument(
             "name: at most 256 characters, no control characters",
         ));
