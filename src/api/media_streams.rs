@@ -150,6 +150,7 @@ pub async fn get(
         (status = 400, description = "`INVALID_ARGUMENT`: not a UUID", body = ErrorBody),
         (status = 403, description = "`PERMISSION_DENIED`: it is attached to a resource the token does not open", body = ErrorBody),
         (status = 404, description = "`MEDIA_STREAM_NOT_FOUND`", body = ErrorBody),
+        (status = 503, description = "`ASTERISK_UNAVAILABLE`: it is still stopping (Asterisk is slow to remove its objects); it goes on stopping", body = ErrorBody),
     )
 )]
 pub async fn stop(

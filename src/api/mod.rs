@@ -188,8 +188,6 @@ fn authorized_conference(
     Ok(id)
 }
 
-/// A JSON body; an empty one is the type's default. Any other body that does not parse is a
-/// 400 saying why.
 /// A resource attached to a call or conference, by its id in the path, if the caller may see
 /// it: 400 for an id that is not a UUID (`what` names the kind), the lookup's error else.
 fn visible<V>(
@@ -207,8 +205,10 @@ fn visible<V>(
     Ok(view)
 }
 
+/// A JSON body; an empty one, or `null`, is the type's default (no body). Any other body that
+/// does not parse is a 400 saying why.
 fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.trim_ascii().is_empty() || body.trim_ascii() == b"null" {
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| ApiError::invalid_argument(format!("body: {e}")))
