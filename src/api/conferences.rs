@@ -58,7 +58,7 @@ impl ConferenceView {
 pub struct CreateConference {
     /// At most 256 characters, no control characters.
     #[serde(default)]
-    #[schema(max_length = 256)]
+    #[schema(max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     name: Option<String>,
 }
 

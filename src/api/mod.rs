@@ -119,6 +119,7 @@ fn routes(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(openapi::docs_asset))
         .split_for_parts();
     openapi::refusals(&mut document);
+    openapi::cross_field_rules(&mut document);
     (router, document)
 }
 

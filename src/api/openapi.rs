@@ -17,6 +17,7 @@ use axum::extract::{Path, Request};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
+use utoipa::ToSchema;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{
@@ -26,7 +27,10 @@ use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr};
 use utoipa_axum::router::OpenApiRouter;
 
 use super::{ApiError, ErrorBody, Reason};
-use crate::domain::flow::ExternalMediaStopOption;
+use crate::domain::connect::ConnectBody;
+use crate::domain::external_media::ExternalMediaBody;
+use crate::domain::flow::{ActionBody, ExternalMediaStopOption};
+use crate::domain::rules::constrained;
 use crate::domain::{Encapsulation, Format};
 
 /// What the document says before the routes add themselves.
@@ -200,6 +204,27 @@ pub fn refusals(openapi: &mut OpenApi) {
         if operation.security.is_none() {
             operation.security = Some(vec![SecurityRequirement::default()]);
         }
+    }
+}
+
+/// Adds to the request schemas what validation checks across their fields (which transport
+/// and formats go with an encapsulation, which option with a flow action's type), from the
+/// tables validation reads.
+pub fn cross_field_rules(openapi: &mut OpenApi) {
+    let schemas = &mut openapi
+        .components
+        .get_or_insert_with(Default::default)
+        .schemas;
+    for (name, rules) in [
+        (ExternalMediaBody::name(), ExternalMediaBody::rules()),
+        (ConnectBody::name(), ConnectBody::rules()),
+        (ActionBody::name(), ActionBody::rules()),
+    ] {
+        let name = name.into_owned();
+        let fields = schemas
+            .remove(&name)
+            .unwrap_or_else(|| panic!("the routes name the schema {name}"));
+        schemas.insert(name, RefOr::T(constrained(fields, rules)));
     }
 }
 

@@ -15,7 +15,12 @@ use super::{Encapsulation, Format};
 pub struct ConnectBody {
     /// `ws://` or `wss://` URL of the client's server (no credentials in it); its host is
     /// checked against `external_media.allowed_hosts`.
-    #[schema(value_type = String, required = true, example = "wss://bot.example.com/media")]
+    #[schema(
+        value_type = String,
+        required = true,
+        example = "wss://bot.example.com/media",
+        pattern = r"^wss?://[^/?#@\s]+([/?#]\S*)?$"
+    )]
     pub url: Option<String>,
     /// Default `twilio`.
     #[schema(value_type = Option<Encapsulation>)]
@@ -34,7 +39,7 @@ pub struct ConnectBody {
 }
 
 /// Parameters kept at most, and their sizes: they travel in every `start` message.
-const MAX_PARAMETERS: usize = 32;
+pub(crate) const MAX_PARAMETERS: usize = 32;
 const MAX_PARAMETER_BYTES: usize = 1024;
 
 /// A checked connect request. Its `Debug` leaves out the query and the parameters' values:

@@ -12,7 +12,13 @@ use serde::{Deserialize, Serialize};
 pub struct ExternalMediaBody {
     /// `host:port` the audio goes to (`[address]:port` for IPv6). Resolved by the service,
     /// checked against `external_media.allowed_hosts`, and given to Asterisk as an address.
-    #[schema(value_type = String, required = true, example = "asr.internal:9092")]
+    #[schema(
+        value_type = String,
+        required = true,
+        example = "asr.internal:9092",
+        max_length = 261,
+        pattern = r"^(\[[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}\]|[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})*):(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})$"
+    )]
     pub external_host: Option<String>,
     /// Default `rtp`.
     #[schema(value_type = Option<MediaEncapsulation>)]
@@ -96,6 +102,32 @@ macro_rules! as_str {
     };
 }
 as_str!(MediaEncapsulation { Rtp => "rtp", Audiosocket => "audiosocket" });
+
+impl MediaEncapsulation {
+    pub const ALL: [MediaEncapsulation; 2] =
+        [MediaEncapsulation::Rtp, MediaEncapsulation::Audiosocket];
+
+    /// The transport it goes over.
+    pub fn transport(self) -> MediaTransport {
+        match self {
+            MediaEncapsulation::Rtp => MediaTransport::Udp,
+            MediaEncapsulation::Audiosocket => MediaTransport::Tcp,
+        }
+    }
+
+    /// The formats it carries, its default first. AudioSocket frames say "8 kHz slin" whatever
+    /// Asterisk was asked for, so ulaw there would reach the host mislabelled.
+    pub fn formats(self) -> &'static [MediaFormat] {
+        match self {
+            MediaEncapsulation::Rtp => &[MediaFormat::Ulaw, MediaFormat::Slin],
+            MediaEncapsulation::Audiosocket => &[MediaFormat::Slin, MediaFormat::Slin16],
+        }
+    }
+}
+
+impl MediaFormat {
+    pub const ALL: [MediaFormat; 3] = [MediaFormat::Ulaw, MediaFormat::Slin, MediaFormat::Slin16];
+}
 as_str!(MediaTransport { Udp => "udp", Tcp => "tcp" });
 as_str!(MediaFormat { Ulaw => "ulaw", Slin => "slin", Slin16 => "slin16" });
 
@@ -197,10 +229,7 @@ impl ExternalMediaBody {
                 ));
             }
         };
-        let expected = match encapsulation {
-            MediaEncapsulation::Rtp => MediaTransport::Udp,
-            MediaEncapsulation::Audiosocket => MediaTransport::Tcp,
-        };
+        let expected = encapsulation.transport();
         let transport = match self.transport.as_deref() {
             None => expected,
             Some("udp") => MediaTransport::Udp,
@@ -222,28 +251,27 @@ impl ExternalMediaBody {
                 ));
             }
         }
-        // AudioSocket frames say "8 kHz slin" whatever Asterisk was asked for, so ulaw there
-        // would reach the host mislabelled: its default is slin.
-        let format = match (self.format.as_deref(), encapsulation) {
-            (None, MediaEncapsulation::Rtp) | (Some("ulaw"), MediaEncapsulation::Rtp) => {
-                MediaFormat::Ulaw
-            }
-            (None, MediaEncapsulation::Audiosocket) | (Some("slin"), _) => MediaFormat::Slin,
-            (Some("slin16"), MediaEncapsulation::Audiosocket) => MediaFormat::Slin16,
-            (Some("ulaw"), MediaEncapsulation::Audiosocket) => {
-                return Err(refuse(
-                    "format",
-                    "AudioSocket carries slin or slin16, not ulaw",
-                ));
-            }
-            (Some("slin16"), MediaEncapsulation::Rtp) => {
-                return Err(refuse("format", "slin16 goes over audiosocket only"));
-            }
-            (Some(other), _) => {
-                return Err(refuse(
-                    "format",
-                    format!("`{other}` is not ulaw, slin or slin16"),
-                ));
+        let format = match self.format.as_deref() {
+            None => encapsulation.formats()[0],
+            Some(name) => {
+                let Some(format) = MediaFormat::ALL.into_iter().find(|f| f.as_str() == name) else {
+                    return Err(refuse(
+                        "format",
+                        format!("`{name}` is not ulaw, slin or slin16"),
+                    ));
+                };
+                if !encapsulation.formats().contains(&format) {
+                    return Err(refuse(
+                        "format",
+                        match encapsulation {
+                            MediaEncapsulation::Audiosocket => {
+                                "AudioSocket carries slin or slin16, not ulaw"
+                            }
+                            MediaEncapsulation::Rtp => "slin16 goes over audiosocket only",
+                        },
+                    ));
+                }
+                format
             }
         };
         let direction_listen = direction(

@@ -33,6 +33,26 @@ pub enum ActionType {
     Hangup,
 }
 
+impl ActionType {
+    pub const ALL: [ActionType; 5] = [
+        ActionType::Answer,
+        ActionType::ExternalMediaStart,
+        ActionType::ExternalMediaStop,
+        ActionType::MediaStreamConnect,
+        ActionType::Hangup,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionType::Answer => "answer",
+            ActionType::ExternalMediaStart => "external_media_start",
+            ActionType::ExternalMediaStop => "external_media_stop",
+            ActionType::MediaStreamConnect => "media_stream_connect",
+            ActionType::Hangup => "hangup",
+        }
+    }
+}
+
 impl std::str::FromStr for ActionType {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {

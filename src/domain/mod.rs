@@ -5,6 +5,7 @@ use std::fmt;
 pub mod connect;
 pub mod external_media;
 pub mod flow;
+pub mod rules;
 
 /// The prefix of every Asterisk object the service creates for itself (snoop and externalMedia
 /// channels, private bridges). Such objects are never reported as calls or conferences, and a
@@ -134,6 +135,13 @@ pub enum Encapsulation {
 }
 
 impl Encapsulation {
+    pub const ALL: [Encapsulation; 4] = [
+        Encapsulation::Rtp,
+        Encapsulation::Sln,
+        Encapsulation::Audiosocket,
+        Encapsulation::Twilio,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Encapsulation::Rtp => "rtp",
@@ -174,7 +182,8 @@ impl std::str::FromStr for Encapsulation {
 }
 
 /// The audio format a client chose: 8 kHz μ-law, or 16-bit signed linear at 8, 16, 24 or
-/// 48 kHz (the last two beyond SPEC §9.1: Asterisk carries them over AudioSocket).
+/// 48 kHz.
+// slin24 and slin48 go beyond SPEC §9.1: Asterisk carries them over AudioSocket.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
 )]
@@ -188,6 +197,14 @@ pub enum Format {
 }
 
 impl Format {
+    pub const ALL: [Format; 5] = [
+        Format::Ulaw,
+        Format::Slin,
+        Format::Slin16,
+        Format::Slin24,
+        Format::Slin48,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Ulaw => "ulaw",
