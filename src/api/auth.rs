@@ -216,6 +216,7 @@ pub async fn require_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Reason;
     use jsonwebtoken::{EncodingKey, Header};
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -261,15 +262,18 @@ mod tests {
         let a = auth();
         assert_eq!(
             a.authenticate(None).expect_err("none").reason,
-            "AUTHENTICATION_REQUIRED"
+            Reason::AuthenticationRequired
         );
         assert_eq!(
             a.authenticate(Some("")).expect_err("empty").reason,
-            "AUTHENTICATION_REQUIRED"
+            Reason::AuthenticationRequired
         );
         for bad in ["nope", "key-0123456789abcdeX", "a.b.c"] {
             let e = a.authenticate(Some(bad)).expect_err("bad");
-            assert_eq!((e.status.as_u16(), e.reason), (401, "INVALID_CREDENTIALS"));
+            assert_eq!(
+                (e.status().as_u16(), e.reason),
+                (401, Reason::InvalidCredentials)
+            );
         }
     }
 
@@ -391,8 +395,8 @@ mod tests {
         for (token, why) in cases {
             let e = a.authenticate(Some(&token)).expect_err(why);
             assert_eq!(
-                (e.status.as_u16(), e.reason, e.message.as_str()),
-                (401, "INVALID_CREDENTIALS", why),
+                (e.status().as_u16(), e.reason, e.message.as_str()),
+                (401, Reason::InvalidCredentials, why),
                 "{token}"
             );
         }
@@ -410,7 +414,7 @@ mod tests {
         assert!(p.authorize(&call("c1")).is_ok());
         assert_eq!(
             p.authorize(&call("c2")).expect_err("other").reason,
-            "PERMISSION_DENIED"
+            Reason::PermissionDenied
         );
         let conf = Resource::Conference(ConferenceId::parse("c1").expect("id"));
         assert!(p.authorize(&conf).is_err());

@@ -4,19 +4,30 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use serde::Serialize;
 
-use super::{ApiError, ApiPath, AppState, Principal};
+use super::ErrorBody;
+use super::paths::CallPath;
+use super::{ApiError, ApiPath, AppState, List, Principal};
 use crate::ari::Channel;
 use crate::ari::model::CallerId;
 use crate::domain::{CallId, Resource};
 
-#[derive(Debug, Serialize)]
+/// A call: an Asterisk channel in the service's Stasis application (or, read by id, any
+/// channel Asterisk has).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Call)]
 pub struct CallView {
+    /// The ARI channel id.
     id: String,
+    /// The channel's name, e.g. `PJSIP/alice-00000001`.
     name: String,
+    /// Asterisk's channel state: `Down`, `Ring`, `Ringing`, `Up`, ...
     state: String,
     caller: CallerId,
+    /// When Asterisk created the channel, as ARI says it.
     created: String,
+    /// Media streams attached to the call.
     stream_ids: Vec<String>,
+    /// External medias attached to the call.
     external_media_ids: Vec<String>,
 }
 
@@ -43,24 +54,48 @@ impl CallView {
     }
 }
 
+/// The calls in the service's Stasis application.
+#[utoipa::path(
+    get,
+    path = "/calls",
+    tag = "calls",
+    responses(
+        (status = 200, description = "The calls", body = List<CallView>),
+        (status = 403, description = "`PERMISSION_DENIED`: the token is bound to one resource", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<List<CallView>>, ApiError> {
     principal.authorize_any()?;
-    let calls: Vec<CallView> = state
+    let calls = state
         .registry
         .calls()
         .into_iter()
         .map(|c| CallView::new(c, &state))
         .collect();
-    Ok(Json(serde_json::json!({ "result": calls })))
+    Ok(Json(List { result: calls }))
 }
 
+/// One call; a channel of another application, or running dialplan, is looked up in Asterisk.
+#[utoipa::path(
+    get,
+    path = "/calls/{id}",
+    tag = "calls",
+    params(CallPath),
+    responses(
+        (status = 200, description = "The call", body = CallView),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a call id", body = ErrorBody),
+        (status = 403, description = "`PERMISSION_DENIED`: the token is bound to another resource", body = ErrorBody),
+        (status = 404, description = "`CALL_NOT_FOUND`", body = ErrorBody),
+        (status = 503, description = "`ASTERISK_UNAVAILABLE`", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(CallPath { id }): ApiPath<CallPath>,
 ) -> Result<Json<CallView>, ApiError> {
     let id = super::authorized_call(&id, &principal)?;
     let channel = state.registry.find_call(&id).await?;

@@ -8,6 +8,8 @@ mod error;
 mod external_media;
 mod health;
 mod media_streams;
+mod openapi;
+mod paths;
 mod server;
 mod streams;
 mod twilio;
@@ -16,15 +18,17 @@ mod upgrade;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::{Extension, Router};
 use tokio::sync::watch;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::{Authenticator, Principal, Scope};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody, Reason};
 
 use crate::session::{Flows, Registry, Streams};
 use crate::telemetry::{HttpLabels, Metrics};
@@ -45,6 +49,12 @@ pub struct AppState {
     pub input: InputLimits,
 }
 
+/// A list, as every list route answers it: `{"result": [...]}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct List<T> {
+    pub result: Vec<T>,
+}
+
 /// Bounds on a request's query string and body (the head's size and time are the server's).
 #[derive(Debug, Clone, Copy)]
 pub struct InputLimits {
@@ -52,70 +62,15 @@ pub struct InputLimits {
     pub max_body_bytes: usize,
 }
 
+/// The API: every route, registered from its handler's `#[utoipa::path]` so that the router
+/// and the OpenAPI document (served at `/openapi.json`) are made from the same list.
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/calls", get(calls::list))
-        .route("/calls/{id}", get(calls::get))
-        .route("/calls/{id}/media_stream", get(streams::call))
-        .route(
-            "/calls/{id}/external_media",
-            axum::routing::post(external_media::start_on_call).delete(external_media::stop_on_call),
-        )
-        .route(
-            "/conferences/{id}/external_media",
-            axum::routing::post(external_media::start_on_conference)
-                .delete(external_media::stop_on_conference),
-        )
-        .route(
-            "/calls/{id}/actions",
-            axum::routing::post(external_media::action),
-        )
-        .route("/external_medias", get(external_media::list))
-        .route(
-            "/external_medias/{id}",
-            get(external_media::get).delete(external_media::stop),
-        )
-        .route("/conferences/{id}/media_stream", get(streams::conference))
-        .route(
-            "/calls/{id}/media_stream_connect",
-            axum::routing::post(media_streams::connect_call),
-        )
-        .route(
-            "/conferences/{id}/media_stream_connect",
-            axum::routing::post(media_streams::connect_conference),
-        )
-        .route("/media_streams", get(media_streams::list))
-        .route(
-            "/media_streams/{id}",
-            get(media_streams::get).delete(media_streams::stop),
-        )
-        .route(
-            "/conferences",
-            get(conferences::list).post(conferences::create),
-        )
-        .route(
-            "/conferences/{id}",
-            get(conferences::get).delete(conferences::destroy),
-        )
-        .route(
-            "/conferences/{id}/calls/{call_id}",
-            axum::routing::post(conferences::add_call).delete(conferences::remove_call),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
-        .nest("/v1.0", v1)
-        .route(
-            "/2010-04-01/Accounts/{account}/Calls/{call}",
-            axum::routing::post(twilio::update_call),
-        )
+    let (router, document) = routes(state.clone());
+    let json = document.to_json().expect("the OpenAPI document serialises");
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(openapi::Document(json.into())))
         .layer(middleware::from_fn_with_state(state.input, bounded_input))
         .layer(axum::extract::DefaultBodyLimit::max(
             state.input.max_body_bytes,
@@ -127,6 +82,47 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The routes and their document, before the layers every route shares.
+fn routes(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(calls::list))
+        .routes(routes!(calls::get))
+        .routes(routes!(streams::call))
+        .routes(routes!(
+            external_media::start_on_call,
+            external_media::stop_on_call
+        ))
+        .routes(routes!(
+            external_media::start_on_conference,
+            external_media::stop_on_conference
+        ))
+        .routes(routes!(external_media::action))
+        .routes(routes!(external_media::list))
+        .routes(routes!(external_media::get, external_media::stop))
+        .routes(routes!(streams::conference))
+        .routes(routes!(media_streams::connect_call))
+        .routes(routes!(media_streams::connect_conference))
+        .routes(routes!(media_streams::list))
+        .routes(routes!(media_streams::get, media_streams::stop))
+        .routes(routes!(conferences::list, conferences::create))
+        .routes(routes!(conferences::get, conferences::destroy))
+        .routes(routes!(conferences::add_call, conferences::remove_call))
+        .route_layer(middleware::from_fn_with_state(state, auth::require_token));
+    let (router, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
+        .nest("/v1.0", openapi::authenticated(v1))
+        .routes(routes!(twilio::update_call))
+        .routes(routes!(openapi::document))
+        .routes(routes!(openapi::docs_page))
+        .routes(routes!(openapi::docs_asset))
+        .split_for_parts();
+    openapi::refusals(&mut document);
+    openapi::cross_field_rules(&mut document);
+    (router, document)
+}
+
 /// 414 for a query string over the limit and 413 for a body over it, as JSON errors, before
 /// any handler runs (a body without a length is cut at the limit while it is read).
 async fn bounded_input(
@@ -136,8 +132,7 @@ async fn bounded_input(
 ) -> Response {
     let too_large = || {
         ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "BODY_TOO_LARGE",
+            Reason::BodyTooLarge,
             format!(
                 "request bodies are limited to {} bytes",
                 limits.max_body_bytes
@@ -151,8 +146,7 @@ async fn bounded_input(
         .is_some_and(|q| q.len() > limits.max_query_bytes)
     {
         return ApiError::new(
-            axum::http::StatusCode::URI_TOO_LONG,
-            "QUERY_TOO_LONG",
+            Reason::QueryTooLong,
             format!(
                 "query strings are limited to {} bytes",
                 limits.max_query_bytes
@@ -195,8 +189,6 @@ fn authorized_conference(
     Ok(id)
 }
 
-/// A JSON body; an empty one is the type's default. Any other body that does not parse is a
-/// 400 saying why.
 /// A resource attached to a call or conference, by its id in the path, if the caller may see
 /// it: 400 for an id that is not a UUID (`what` names the kind), the lookup's error else.
 fn visible<V>(
@@ -214,8 +206,10 @@ fn visible<V>(
     Ok(view)
 }
 
+/// A JSON body; an empty one, or `null`, is the type's default (no body). Any other body that
+/// does not parse is a 400 saying why.
 fn json_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.trim_ascii().is_empty() || body.trim_ascii() == b"null" {
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| ApiError::invalid_argument(format!("body: {e}")))

@@ -21,6 +21,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::{ErrorBody, Reason};
+
 /// What a client may take before its request is served.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -102,30 +104,22 @@ enum Refusal {
 
 impl Refusal {
     fn answer(self) -> String {
-        let (status, text, reason, message) = match self {
+        let (reason, message) = match self {
             Refusal::Busy => (
-                429,
-                "Too Many Requests",
-                "LIMIT_EXCEEDED",
+                Reason::LimitExceeded,
                 "too many connections are still sending their request; try again shortly",
             ),
-            Refusal::Timeout => (
-                408,
-                "Request Timeout",
-                "REQUEST_TIMEOUT",
-                "the request was not sent in time",
-            ),
+            Refusal::Timeout => (Reason::RequestTimeout, "the request was not sent in time"),
             Refusal::HeadTooLarge => (
-                431,
-                "Request Header Fields Too Large",
-                "HEADERS_TOO_LARGE",
+                Reason::HeadersTooLarge,
                 "the request line and headers are too large",
             ),
         };
-        let body = serde_json::json!({
-            "error": {"status": status, "reason": reason, "message": message}
-        })
-        .to_string();
+        let status = reason.status();
+        let text = status.canonical_reason().unwrap_or_default();
+        let status = status.as_u16();
+        let body = serde_json::to_string(&ErrorBody::new(reason, message))
+            .expect("an error body serialises");
         format!(
             "HTTP/1.1 {status} {text}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
              connection: close\r\n\r\n{body}",

@@ -5,20 +5,71 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use serde_json::json;
 
-use super::{ApiPath, AppState};
+use super::AppState;
 use crate::domain::{CallId, Resource};
 use crate::secret::Secret;
 use crate::session::SessionError;
 
+/// The path as Twilio's clients write it; `call` is the call SID followed by `.json`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CallPath {
+    /// The account SID: `twilio.account_sid`, the same as the Basic auth user.
+    #[param(example = "AC00000000000000000000000000000000")]
+    account: String,
+    /// `<CallSid>.json`, the call SID being the call's id.
+    #[param(
+        pattern = r"^[A-Za-z0-9._;-]{1,128}\.json$",
+        example = "1732590000.42.json"
+    )]
+    call: String,
+}
+
+/// The form body.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(as = TwilioCallUpdate)]
+#[allow(dead_code)]
+struct UpdateForm {
+    /// `completed` or `canceled`: both hang the call up.
+    #[schema(rename = "Status", pattern = "^(completed|canceled)$")]
+    status: String,
+}
+
+/// The answer to a call update.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = TwilioCall)]
+struct Updated {
+    /// The call SID.
+    sid: String,
+    account_sid: String,
+    /// `completed` or `canceled`, as asked.
+    status: String,
+}
+
+/// A Twilio-shaped error.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = TwilioError)]
+struct TwilioError {
+    /// Twilio's error number: 20003 (authenticate), 20403 (forbidden), 20404 (not found),
+    /// 21218 (bad status), 20500 (Asterisk unavailable).
+    code: u32,
+    message: String,
+    status: u16,
+}
+
 /// A Twilio-shaped error: `code` is Twilio's error number.
 fn error(status: StatusCode, code: u32, message: &str) -> Response {
-    let body = json!({"code": code, "message": message, "status": status.as_u16()});
+    let body = TwilioError {
+        code,
+        message: message.to_owned(),
+        status: status.as_u16(),
+    };
     (status, Json(body)).into_response()
 }
 
@@ -55,14 +106,44 @@ fn basic_auth(headers: &HeaderMap) -> Option<(String, Secret)> {
     Some((user.to_owned(), Secret::new(password)))
 }
 
+/// Hangs a call up, as Twilio's call update
+///
+/// As voice-bot frameworks written for Twilio call it: the form `Status=completed` (or
+/// `canceled`) hangs the call up. HTTP Basic auth: the account SID as user and a token of the
+/// service as password. Answers and errors are Twilio's shapes.
+#[utoipa::path(
+    post,
+    path = "/2010-04-01/Accounts/{account}/Calls/{call}",
+    tag = "twilio",
+    params(CallPath),
+    request_body(content = UpdateForm, content_type = "application/x-www-form-urlencoded"),
+    security(("twilio_basic" = [])),
+    responses(
+        (status = 200, description = "The call is hung up", body = Updated),
+        (status = 400, description = "21218: `Status` is not `completed` or `canceled`", body = TwilioError),
+        (status = 401, description = "20003: no Basic auth, a wrong account SID or token", body = TwilioError,
+            headers(("WWW-Authenticate" = String, description = "`Basic realm=\"ari-mediastream\"`"))),
+        (status = 403, description = "20403: the token is bound to another call", body = TwilioError),
+        (status = 404, description = "20404: no such call, or a path that does not end in `.json` or does not decode", body = TwilioError),
+        (status = 503, description = "20500: Asterisk is unavailable", body = TwilioError),
+    )
+)]
 pub async fn update_call(
     State(state): State<AppState>,
-    ApiPath((account, call)): ApiPath<(String, String)>,
+    path: Result<Path<CallPath>, PathRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let Some((user, token)) = basic_auth(&headers) else {
         return unauthorized();
+    };
+    // A path that does not decode names no call Twilio's way either.
+    let Ok(Path(CallPath { account, call })) = path else {
+        return error(
+            StatusCode::NOT_FOUND,
+            20404,
+            "The requested resource was not found",
+        );
     };
     let principal = match state.auth.authenticate(Some(token.expose())) {
         Ok(principal) if user == state.twilio.account_sid && account == user => principal,
@@ -116,6 +197,10 @@ pub async fn update_call(
         }
     }
     tracing::info!(call_id = %id, %status, "call hung up through the call-update endpoint");
-    let body = json!({"sid": id.as_str(), "account_sid": account, "status": status});
+    let body = Updated {
+        sid: id.as_str().to_owned(),
+        account_sid: account,
+        status,
+    };
     (StatusCode::OK, Json(body)).into_response()
 }

@@ -9,20 +9,37 @@ use super::external_media::{FieldError, refuse};
 use super::{Encapsulation, Format};
 
 /// The body of `POST .../media_stream_connect`, and the option of the flow action.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = MediaStreamConnectRequest)]
 pub struct ConnectBody {
+    /// `ws://` or `wss://` URL of the client's server (no credentials in it); its host is
+    /// checked against `external_media.allowed_hosts`.
+    #[schema(
+        value_type = String,
+        required = true,
+        example = "wss://bot.example.com/media",
+        pattern = r"^wss?://[^/?#@\s]+([/?#]\S*)?$"
+    )]
     pub url: Option<String>,
+    /// Default `twilio`.
+    #[schema(value_type = Option<Encapsulation>)]
     pub encapsulation: Option<String>,
+    /// Default: the encapsulation's (`ulaw` for rtp and twilio, `slin` for sln and
+    /// audiosocket). `twilio` takes `ulaw` only; `audiosocket` anything but `ulaw`.
+    #[schema(value_type = Option<Format>)]
     pub format: Option<String>,
+    /// `customParameters` of the Twilio `start` message, or query parameters of the URL for
+    /// other encapsulations: at most 32, each name and value under 1024 bytes.
     #[serde(default)]
     pub parameters: BTreeMap<String, String>,
+    /// Text events on the stream, as `events=true` on an inbound stream.
     #[serde(default)]
     pub events: bool,
 }
 
 /// Parameters kept at most, and their sizes: they travel in every `start` message.
-const MAX_PARAMETERS: usize = 32;
+pub(crate) const MAX_PARAMETERS: usize = 32;
 const MAX_PARAMETER_BYTES: usize = 1024;
 
 /// A checked connect request. Its `Debug` leaves out the query and the parameters' values:

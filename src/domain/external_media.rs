@@ -5,34 +5,64 @@
 use serde::{Deserialize, Serialize};
 
 /// The body of `POST .../external_media`, as sent. Every field is optional here; validation
-/// applies the defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// applies the defaults. The schema (OpenAPI) says what validation accepts.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ExternalMediaRequest)]
 pub struct ExternalMediaBody {
+    /// `host:port` the audio goes to (`[address]:port` for IPv6). Resolved by the service,
+    /// checked against `external_media.allowed_hosts`, and given to Asterisk as an address.
+    #[schema(
+        value_type = String,
+        required = true,
+        example = "asr.internal:9092",
+        max_length = 261,
+        pattern = r"^(\[[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}\]|[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})*):(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})$"
+    )]
     pub external_host: Option<String>,
+    /// Default `rtp`.
+    #[schema(value_type = Option<MediaEncapsulation>)]
     pub encapsulation: Option<String>,
+    /// Default `udp` for rtp, `tcp` for audiosocket; must match the encapsulation.
+    #[schema(value_type = Option<MediaTransport>)]
     pub transport: Option<String>,
+    /// Only `client` (Asterisk connects to the host).
+    #[schema(value_type = Option<ConnectionType>)]
     pub connection_type: Option<String>,
+    /// Default `ulaw` for rtp, `slin` for audiosocket. rtp takes `ulaw` or `slin`;
+    /// audiosocket takes `slin` or `slin16` (its frames say slin, so `ulaw` is refused there).
+    #[schema(value_type = Option<MediaFormat>)]
     pub format: Option<String>,
+    /// What is taken from the call (snoop spy). Default `both`.
+    #[schema(value_type = Option<Direction>)]
     pub direction_listen: Option<String>,
+    /// What the host may say into the call (snoop whisper). Default `none`. Not both `none`.
+    #[schema(value_type = Option<Direction>)]
     pub direction_speak: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How Asterisk reaches the host: only as a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionType {
+    Client,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MediaEncapsulation {
     Rtp,
     Audiosocket,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MediaTransport {
     Udp,
     Tcp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MediaFormat {
     Ulaw,
@@ -41,8 +71,9 @@ pub enum MediaFormat {
 }
 
 /// A snoop direction: `in` is what the call sends, `out` what it is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = SnoopDirection)]
 pub enum Direction {
     In,
     Out,
@@ -71,6 +102,32 @@ macro_rules! as_str {
     };
 }
 as_str!(MediaEncapsulation { Rtp => "rtp", Audiosocket => "audiosocket" });
+
+impl MediaEncapsulation {
+    pub const ALL: [MediaEncapsulation; 2] =
+        [MediaEncapsulation::Rtp, MediaEncapsulation::Audiosocket];
+
+    /// The transport it goes over.
+    pub fn transport(self) -> MediaTransport {
+        match self {
+            MediaEncapsulation::Rtp => MediaTransport::Udp,
+            MediaEncapsulation::Audiosocket => MediaTransport::Tcp,
+        }
+    }
+
+    /// The formats it carries, its default first. AudioSocket frames say "8 kHz slin" whatever
+    /// Asterisk was asked for, so ulaw there would reach the host mislabelled.
+    pub fn formats(self) -> &'static [MediaFormat] {
+        match self {
+            MediaEncapsulation::Rtp => &[MediaFormat::Ulaw, MediaFormat::Slin],
+            MediaEncapsulation::Audiosocket => &[MediaFormat::Slin, MediaFormat::Slin16],
+        }
+    }
+}
+
+impl MediaFormat {
+    pub const ALL: [MediaFormat; 3] = [MediaFormat::Ulaw, MediaFormat::Slin, MediaFormat::Slin16];
+}
 as_str!(MediaTransport { Udp => "udp", Tcp => "tcp" });
 as_str!(MediaFormat { Ulaw => "ulaw", Slin => "slin", Slin16 => "slin16" });
 
@@ -172,10 +229,7 @@ impl ExternalMediaBody {
                 ));
             }
         };
-        let expected = match encapsulation {
-            MediaEncapsulation::Rtp => MediaTransport::Udp,
-            MediaEncapsulation::Audiosocket => MediaTransport::Tcp,
-        };
+        let expected = encapsulation.transport();
         let transport = match self.transport.as_deref() {
             None => expected,
             Some("udp") => MediaTransport::Udp,
@@ -197,28 +251,27 @@ impl ExternalMediaBody {
                 ));
             }
         }
-        // AudioSocket frames say "8 kHz slin" whatever Asterisk was asked for, so ulaw there
-        // would reach the host mislabelled: its default is slin.
-        let format = match (self.format.as_deref(), encapsulation) {
-            (None, MediaEncapsulation::Rtp) | (Some("ulaw"), MediaEncapsulation::Rtp) => {
-                MediaFormat::Ulaw
-            }
-            (None, MediaEncapsulation::Audiosocket) | (Some("slin"), _) => MediaFormat::Slin,
-            (Some("slin16"), MediaEncapsulation::Audiosocket) => MediaFormat::Slin16,
-            (Some("ulaw"), MediaEncapsulation::Audiosocket) => {
-                return Err(refuse(
-                    "format",
-                    "AudioSocket carries slin or slin16, not ulaw",
-                ));
-            }
-            (Some("slin16"), MediaEncapsulation::Rtp) => {
-                return Err(refuse("format", "slin16 goes over audiosocket only"));
-            }
-            (Some(other), _) => {
-                return Err(refuse(
-                    "format",
-                    format!("`{other}` is not ulaw, slin or slin16"),
-                ));
+        let format = match self.format.as_deref() {
+            None => encapsulation.formats()[0],
+            Some(name) => {
+                let Some(format) = MediaFormat::ALL.into_iter().find(|f| f.as_str() == name) else {
+                    return Err(refuse(
+                        "format",
+                        format!("`{name}` is not ulaw, slin or slin16"),
+                    ));
+                };
+                if !encapsulation.formats().contains(&format) {
+                    return Err(refuse(
+                        "format",
+                        match encapsulation {
+                            MediaEncapsulation::Audiosocket => {
+                                "AudioSocket carries slin or slin16, not ulaw"
+                            }
+                            MediaEncapsulation::Rtp => "slin16 goes over audiosocket only",
+                        },
+                    ));
+                }
+                format
             }
         };
         let direction_listen = direction(

@@ -1,19 +1,94 @@
 //! Flow actions (SPEC §6): what a call can be told to do, one action at a time, from the REST
 //! API or from a flow in the configuration.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::connect::{ConnectBody, ConnectSpec};
 use super::external_media::{ExternalMediaBody, ExternalMediaSpec};
 
 /// An action as written: `{ "type": ..., "option": {...} }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = FlowActionRequest)]
 pub struct ActionBody {
     #[serde(rename = "type")]
+    #[schema(value_type = ActionType)]
     pub kind: String,
+    /// `external_media_start`: the external media request; `media_stream_connect`: the
+    /// media stream connect request; `external_media_stop`: `{"external_media_id": ...}` or
+    /// nothing for all of the call's; `answer` and `hangup`: none (or `{}`).
     #[serde(default)]
+    #[schema(schema_with = action_option_schema)]
     pub option: Option<serde_json::Value>,
+}
+
+/// The kinds of flow action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionType {
+    Answer,
+    ExternalMediaStart,
+    ExternalMediaStop,
+    MediaStreamConnect,
+    Hangup,
+}
+
+impl ActionType {
+    pub const ALL: [ActionType; 5] = [
+        ActionType::Answer,
+        ActionType::ExternalMediaStart,
+        ActionType::ExternalMediaStop,
+        ActionType::MediaStreamConnect,
+        ActionType::Hangup,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionType::Answer => "answer",
+            ActionType::ExternalMediaStart => "external_media_start",
+            ActionType::ExternalMediaStop => "external_media_stop",
+            ActionType::MediaStreamConnect => "media_stream_connect",
+            ActionType::Hangup => "hangup",
+        }
+    }
+}
+
+impl std::str::FromStr for ActionType {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        ActionType::deserialize(
+            serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s),
+        )
+        .map_err(|_| ())
+    }
+}
+
+/// The option of `external_media_stop`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalMediaStopOption {
+    /// The external media to stop; without it, every one of the call's.
+    #[serde(default)]
+    pub external_media_id: Option<uuid::Uuid>,
+}
+
+/// The option's schema: whichever of the options the action's type takes.
+fn action_option_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::ToSchema;
+    use utoipa::openapi::Ref;
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
+    let none: Schema = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .max_properties(Some(0))
+        .description(Some("no option (answer, hangup)"))
+        .into();
+    AnyOfBuilder::new()
+        .item(Ref::from_schema_name(ExternalMediaBody::name()))
+        .item(Ref::from_schema_name(ConnectBody::name()))
+        .item(Ref::from_schema_name(ExternalMediaStopOption::name()))
+        .item(none)
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .into()
 }
 
 /// A validated action.
@@ -42,40 +117,37 @@ impl ActionBody {
             serde_json::Value::Object(map) if map.is_empty() => Ok(()),
             _ => Err(format!("{name} takes no option")),
         };
-        match self.kind.as_str() {
-            "answer" => no_option("answer").map(|()| FlowAction::Answer),
-            "hangup" => no_option("hangup").map(|()| FlowAction::Hangup),
-            "external_media_start" => {
+        let Ok(kind) = self.kind.parse::<ActionType>() else {
+            return Err(format!(
+                "type `{}` is not answer, external_media_start, external_media_stop, \
+                 media_stream_connect or hangup",
+                self.kind
+            ));
+        };
+        match kind {
+            ActionType::Answer => no_option("answer").map(|()| FlowAction::Answer),
+            ActionType::Hangup => no_option("hangup").map(|()| FlowAction::Hangup),
+            ActionType::ExternalMediaStart => {
                 let body: ExternalMediaBody =
                     serde_json::from_value(option).map_err(|e| format!("option: {e}"))?;
                 body.validate()
                     .map(FlowAction::ExternalMediaStart)
                     .map_err(|e| format!("option.{e}"))
             }
-            "media_stream_connect" => {
+            ActionType::MediaStreamConnect => {
                 let body: ConnectBody =
                     serde_json::from_value(option).map_err(|e| format!("option: {e}"))?;
                 body.validate()
                     .map(FlowAction::MediaStreamConnect)
                     .map_err(|e| format!("option.{e}"))
             }
-            "external_media_stop" => {
-                #[derive(Deserialize)]
-                #[serde(deny_unknown_fields)]
-                struct Stop {
-                    #[serde(default)]
-                    external_media_id: Option<uuid::Uuid>,
-                }
-                let stop: Stop =
+            ActionType::ExternalMediaStop => {
+                let stop: ExternalMediaStopOption =
                     serde_json::from_value(option).map_err(|e| format!("option: {e}"))?;
                 Ok(FlowAction::ExternalMediaStop {
                     id: stop.external_media_id,
                 })
             }
-            other => Err(format!(
-                "type `{other}` is not answer, external_media_start, external_media_stop, \
-                 media_stream_connect or hangup"
-            )),
         }
     }
 }

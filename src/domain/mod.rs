@@ -5,6 +5,7 @@ use std::fmt;
 pub mod connect;
 pub mod external_media;
 pub mod flow;
+pub mod rules;
 
 /// The prefix of every Asterisk object the service creates for itself (snoop and externalMedia
 /// channels, private bridges). Such objects are never reported as calls or conferences, and a
@@ -92,10 +93,10 @@ pub enum Resource {
 
 impl Resource {
     /// `reference_type` and `reference_id`, as resources attached to this one show it.
-    pub fn reference(&self) -> (&'static str, String) {
+    pub fn reference(&self) -> (ReferenceType, String) {
         match self {
-            Resource::Call(id) => ("call", id.to_string()),
-            Resource::Conference(id) => ("conference", id.to_string()),
+            Resource::Call(id) => (ReferenceType::Call, id.to_string()),
+            Resource::Conference(id) => (ReferenceType::Conference, id.to_string()),
         }
     }
 }
@@ -109,8 +110,18 @@ impl fmt::Display for Resource {
     }
 }
 
+/// What a resource attached to a call or conference is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReferenceType {
+    Call,
+    Conference,
+}
+
 /// How audio is wrapped on the client's WebSocket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Encapsulation {
     /// One RTP packet per binary message.
@@ -124,6 +135,13 @@ pub enum Encapsulation {
 }
 
 impl Encapsulation {
+    pub const ALL: [Encapsulation; 4] = [
+        Encapsulation::Rtp,
+        Encapsulation::Sln,
+        Encapsulation::Audiosocket,
+        Encapsulation::Twilio,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Encapsulation::Rtp => "rtp",
@@ -164,8 +182,11 @@ impl std::str::FromStr for Encapsulation {
 }
 
 /// The audio format a client chose: 8 kHz μ-law, or 16-bit signed linear at 8, 16, 24 or
-/// 48 kHz (the last two beyond SPEC §9.1: Asterisk carries them over AudioSocket).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// 48 kHz.
+// slin24 and slin48 go beyond SPEC §9.1: Asterisk carries them over AudioSocket.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Ulaw,
@@ -176,6 +197,14 @@ pub enum Format {
 }
 
 impl Format {
+    pub const ALL: [Format; 5] = [
+        Format::Ulaw,
+        Format::Slin,
+        Format::Slin16,
+        Format::Slin24,
+        Format::Slin48,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Ulaw => "ulaw",

@@ -69,7 +69,7 @@ impl Flows {
             }
             FlowAction::ExternalMediaStop { id: Some(id) } => {
                 let view = self.streams.external_media(*id)?;
-                if view.reference_type != "call" || view.reference_id != call.as_str() {
+                if view.resource != Resource::Call(call.clone()) {
                     return Err(SessionError::ExternalMediaNotFound(*id));
                 }
                 self.streams.stop_external_media(*id).await?;

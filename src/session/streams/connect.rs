@@ -16,13 +16,15 @@ use tracing::Instrument;
 use super::external::stop_and_wait;
 use super::{Admission, Kind, StreamRequest, Streams};
 use crate::domain::connect::ConnectSpec;
-use crate::domain::{Encapsulation, Format, Resource};
+use crate::domain::{Encapsulation, Format, ReferenceType, Resource};
 use crate::relay::dial;
 use crate::relay::stream::EndReason;
 use crate::session::registry::SessionError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Who opened the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = StreamDirection)]
 pub enum Direction {
     /// Opened by a client.
     Inbound,
@@ -30,7 +32,8 @@ pub enum Direction {
     Outbound,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// `connecting` while an outbound stream dials its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamStatus {
     Connecting,
@@ -39,14 +42,15 @@ pub enum StreamStatus {
 }
 
 /// A media stream as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = MediaStream)]
 pub struct MediaStreamView {
     pub id: uuid::Uuid,
     /// The call or conference, shown as `reference_type` and `reference_id`.
     #[serde(skip)]
     pub resource: Resource,
     pub direction: Direction,
-    pub reference_type: &'static str,
+    pub reference_type: ReferenceType,
     pub reference_id: String,
     /// The client's server, for an outbound stream.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,8 +61,10 @@ pub struct MediaStreamView {
     /// Why it ended, once terminated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    #[schema(format = DateTime)]
     pub created: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub terminated: Option<String>,
 }
 

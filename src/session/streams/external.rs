@@ -22,7 +22,7 @@ use crate::ari::rest::ExternalMediaParams;
 use crate::domain::external_media::{
     Direction, ExternalMediaSpec, MediaEncapsulation, MediaFormat, MediaTransport,
 };
-use crate::domain::{INTERNAL_PREFIX, Resource};
+use crate::domain::{INTERNAL_PREFIX, ReferenceType, Resource};
 use crate::session::registry::SessionError;
 use crate::telemetry::EncapsulationLabels;
 
@@ -31,21 +31,23 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a stop may take before the answer says so anyway.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = ExternalMediaStatus)]
 pub enum Status {
     Running,
     Terminated,
 }
 
 /// The external media resource as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ExternalMedia)]
 pub struct ExternalMediaView {
     pub id: uuid::Uuid,
     /// The call or conference, shown as `reference_type` and `reference_id`.
     #[serde(skip)]
     pub resource: Resource,
-    pub reference_type: &'static str,
+    pub reference_type: ReferenceType,
     pub reference_id: String,
     pub status: Status,
     /// The address Asterisk sends to (the resolved `external_host`).
@@ -62,7 +64,9 @@ pub struct ExternalMediaView {
     pub local_port: Option<u16>,
     /// The UUID Asterisk announces first on an AudioSocket connection.
     pub audiosocket_uuid: Option<uuid::Uuid>,
+    #[schema(format = DateTime)]
     pub created: String,
+    #[schema(format = DateTime)]
     pub terminated: Option<String>,
 }
 
