@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::registry::{GONE_TIMEOUT, Notice, Registry, SessionError};
 use crate::ari::{AriClient, AriErrorKind};
@@ -34,6 +35,11 @@ use tie::{MOVE_SETTLE, Shared, Tie};
 
 /// How long Asterisk may take to bring a new channel into the application.
 pub const STASIS_START_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long removals Asterisk does not answer are tried again, and the first and longest
+/// waits between tries.
+pub const REMOVAL_RETRY: Duration = Duration::from_secs(60);
+const REMOVAL_RETRY_FIRST: Duration = Duration::from_millis(250);
+const REMOVAL_RETRY_MAX: Duration = Duration::from_secs(8);
 
 /// What every attachment shares.
 #[derive(Debug)]
@@ -46,6 +52,8 @@ pub struct Attachments {
     shared: Mutex<HashMap<CallId, Shared>>,
     /// One lock per call: tying reads, then changes, both Asterisk and `shared`.
     call_locks: Mutex<HashMap<CallId, Arc<tokio::sync::Mutex<()>>>>,
+    /// The service's shutdown: failed removals are not tried again past it.
+    shutdown: CancellationToken,
 }
 
 /// One externalMedia channel tied to a call or conference, and what it made for that.
@@ -89,44 +97,88 @@ struct Removal {
 }
 
 impl Attachments {
-    pub fn new(registry: Arc<Registry>, app: String) -> Attachments {
+    pub fn new(registry: Arc<Registry>, app: String, shutdown: CancellationToken) -> Attachments {
         Attachments {
             ari: registry.ari().clone(),
             registry,
             app,
             shared: Mutex::default(),
             call_locks: Mutex::default(),
+            shutdown,
         }
     }
 
     /// Hangs up and destroys everything in `removal` at once, and returns once Asterisk has
     /// reported it gone (ARI answers a removal before it is complete), or after
-    /// [`GONE_TIMEOUT`]. One already gone is fine; other failures are logged.
+    /// [`GONE_TIMEOUT`]. One already gone is fine. A removal Asterisk did not answer (it may
+    /// stall for seconds under load, or refuse connections past its HTTP session limit) is
+    /// tried again, with backoff, for [`REMOVAL_RETRY`] (not once shutdown has begun: the next
+    /// start removes what is left); otherwise the object would outlive its stream.
     async fn remove(&self, removal: Removal) {
         let Removal { channels, bridges } = removal;
         let all: Vec<String> = channels.iter().chain(&bridges).cloned().collect();
         let mut gone = self.registry.expect_gone(&all);
-        let hangups = channels
+        let mut left: Vec<(&str, Object)> = channels
             .iter()
-            .map(|id| async move { (id, "channel", self.ari.hangup(id).await) });
-        let destroys = bridges
-            .iter()
-            .map(|id| async move { (id, "bridge", self.ari.destroy_bridge(id).await) });
-        let (hung_up, destroyed) = futures::future::join(
-            futures::future::join_all(hangups),
-            futures::future::join_all(destroys),
-        )
-        .await;
-        for (id, what, result) in hung_up.into_iter().chain(destroyed) {
-            if let Err(e) = result {
+            .map(|id| (id.as_str(), Object::Channel))
+            .chain(bridges.iter().map(|id| (id.as_str(), Object::Bridge)))
+            .collect();
+        let give_up_at = Instant::now() + REMOVAL_RETRY;
+        let mut delay = REMOVAL_RETRY_FIRST;
+        loop {
+            let attempts = left.iter().map(|&(id, what)| async move {
+                let removed = match what {
+                    Object::Channel => self.ari.hangup(id).await,
+                    Object::Bridge => self.ari.destroy_bridge(id).await,
+                };
+                (id, what, removed)
+            });
+            let results = futures::future::join_all(attempts).await;
+            let retry = Instant::now() + delay < give_up_at && !self.shutdown.is_cancelled();
+            left.clear();
+            for (id, what, removed) in results {
+                let Err(e) = removed else { continue };
+                if e.is_transient() && retry {
+                    left.push((id, what));
+                    continue;
+                }
                 // Nothing will report it gone: it was not there, or it stays.
                 gone.skip(id);
                 if !e.is_not_found() {
-                    tracing::warn!(what, %id, error = %e, "teardown: removal failed");
+                    tracing::warn!(what = what.name(), %id, error = %e, "teardown: removal failed");
                 }
             }
+            if left.is_empty() {
+                break;
+            }
+            tracing::info!(
+                count = left.len(),
+                ?delay,
+                "teardown: Asterisk did not answer; trying the removals again"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+            delay = (delay * 2).min(REMOVAL_RETRY_MAX);
         }
         gone.wait(&self.registry, GONE_TIMEOUT).await;
+    }
+}
+
+/// A kind of object the service removes.
+#[derive(Debug, Clone, Copy)]
+enum Object {
+    Channel,
+    Bridge,
+}
+
+impl Object {
+    fn name(self) -> &'static str {
+        match self {
+            Object::Channel => "channel",
+            Object::Bridge => "bridge",
+        }
     }
 }
 

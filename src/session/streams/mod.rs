@@ -141,7 +141,11 @@ impl Streams {
         Streams {
             workers,
             dialer: Dialer::new(connect_tls, tracker.clone()),
-            attachments: Attachments::new(registry.clone(), settings.ari.app.clone()),
+            attachments: Attachments::new(
+                registry.clone(),
+                settings.ari.app.clone(),
+                shutdown.clone(),
+            ),
             ari: registry.ari().clone(),
             hub,
             registry,
