@@ -9,10 +9,11 @@
 //! an external media instead, alternately RTP to a UDP socket and AudioSocket to a TCP listener
 //! the worker holds, waits for its first audio there, and stops it with DELETE.
 //!
-//! At the end, after `--settle` seconds at most, orphans are counted: the service's
-//! `mediastream-` channels and bridges of the app still in Asterisk, streams still listed under
-//! `GET /v1.0/media_streams`, external medias not terminated under `GET /v1.0/external_medias`,
-//! and AudioSocket connections Asterisk has not closed. The report is a human summary and one
+//! At the end, orphans are counted (after up to `--settle` seconds while anything is left):
+//! the service's `mediastream-` channels and bridges of the app still in Asterisk, streams still
+//! listed under `GET /v1.0/media_streams`, external medias not terminated under
+//! `GET /v1.0/external_medias`, and AudioSocket connections Asterisk has not closed. Then the
+//! calls are hung up (on Ctrl-C or SIGTERM too) and the report printed: a human summary and one
 //! JSON line (the last line of stdout); the process exits 1 on any refused or failed cycle or
 //! any orphan.
 
@@ -169,11 +170,32 @@ pub async fn run(args: Arc<Args>, cycles: u64) -> Result<bool, Box<dyn std::erro
             Err(e) => eprintln!("originate {id}: {e}"),
         }
     }
-    let result = churn(&ctx, &ari, &calls, cycles).await;
+    // The calls are hung up however the churn ends, before anything is printed (a reader of
+    // the report that goes away must not leave them behind).
+    let result = tokio::select! {
+        run = churn(&ctx, &ari, &calls, cycles) => Some(run),
+        _ = interrupted() => None,
+    };
     for id in &calls {
         let _ = ari.hangup(id).await;
     }
-    result
+    match result {
+        Some(run) => Ok(report::print(&run?)),
+        None => {
+            eprintln!("churn: interrupted; its calls are hung up");
+            std::process::exit(130);
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 async fn churn(
@@ -181,7 +203,7 @@ async fn churn(
     ari: &AriClient,
     calls: &[String],
     cycles: u64,
-) -> Result<bool, Box<dyn std::error::Error>> {
+) -> Result<report::Run, Box<dyn std::error::Error>> {
     let args = &ctx.args;
     if calls.is_empty() {
         return Err("no call could be originated".into());
@@ -253,12 +275,12 @@ async fn churn(
         .zip(before.into_iter().zip(after))
         .map(|(pid, (before, after))| (*pid, before, after))
         .collect();
-    Ok(report::print(&report::Run {
+    Ok(report::Run {
         cycles,
         calls: calls.len(),
         seconds: took,
         tally,
         left,
         processes,
-    }))
+    })
 }
