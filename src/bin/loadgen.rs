@@ -94,6 +94,9 @@ struct Args {
     /// (alternately RTP and AudioSocket); 0 for none.
     #[arg(long, default_value_t = 10)]
     em_every: u64,
+    /// Churn: cycles a second, all calls together, at most (0: as fast as they go).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// Churn: seconds to wait at the end, while anything is left, for the service to remove
     /// it (it tries removals Asterisk refused again) before counting orphans.
     #[arg(long, default_value_t = 20.0)]

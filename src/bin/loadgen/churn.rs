@@ -7,7 +7,8 @@
 //! stream (the encapsulation and format rotate through [`VARIANTS`]), waits for its first audio
 //! message, sends a close frame and waits for the server's. Every `--em-every`-th cycle starts
 //! an external media instead, alternately RTP to a UDP socket and AudioSocket to a TCP listener
-//! the worker holds, waits for its first audio there, and stops it with DELETE.
+//! the worker holds, waits for its first audio there, and stops it with DELETE. `--rate` caps the
+//! cycles a second (all calls together); by default they go as fast as they complete.
 //!
 //! At the end, orphans are counted (after up to `--settle` seconds while anything is left):
 //! the service's `mediastream-` channels and bridges of the app still in Asterisk, streams still
@@ -113,7 +114,15 @@ async fn worker(ctx: Arc<Ctx>, index: usize, call: String, cycles: u64) {
         }
     };
     let every = ctx.args.em_every;
+    // With --rate, each call's cycles start on a grid: the calls together make `rate` a second.
+    let period = (ctx.args.rate > 0.0)
+        .then(|| Duration::from_secs_f64(ctx.args.calls.max(1) as f64 / ctx.args.rate));
+    let mut next = tokio::time::Instant::now();
     for n in 0..cycles {
+        if let Some(period) = period {
+            tokio::time::sleep_until(next).await;
+            next += period;
+        }
         if every > 0 && (n + 1) % every == 0 {
             let audiosocket = ((n + 1) / every).is_multiple_of(2);
             let name = if audiosocket {
@@ -176,9 +185,7 @@ pub async fn run(args: Arc<Args>, cycles: u64) -> Result<bool, Box<dyn std::erro
         run = churn(&ctx, &ari, &calls, cycles) => Some(run),
         _ = interrupted() => None,
     };
-    for id in &calls {
-        let _ = ari.hangup(id).await;
-    }
+    hang_up(&ari, &calls).await;
     match result {
         Some(run) => Ok(report::print(&run?)),
         None => {
@@ -186,6 +193,28 @@ pub async fn run(args: Arc<Args>, cycles: u64) -> Result<bool, Box<dyn std::erro
             std::process::exit(130);
         }
     }
+}
+
+/// Hangs the calls up, trying again for a while those Asterisk does not answer for (an
+/// overwhelmed Asterisk refuses connections for a time).
+async fn hang_up(ari: &AriClient, calls: &[String]) {
+    let mut left: Vec<&String> = calls.iter().collect();
+    for _ in 0..30 {
+        let mut failed = Vec::new();
+        for id in left {
+            match ari.hangup(id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(_) => failed.push(id),
+            }
+        }
+        left = failed;
+        if left.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!("churn: could not hang up {left:?}");
 }
 
 /// Ctrl-C or SIGTERM.
@@ -260,11 +289,12 @@ async fn churn(
     // Teardown takes up to a second after the last close: wait for it, then count.
     let settle_until = Instant::now() + Duration::from_secs_f64(args.settle);
     let left = loop {
-        let left = orphans(ctx, ari).await?;
-        if left.total() == 0 || Instant::now() >= settle_until {
-            break left;
+        let late = Instant::now() >= settle_until;
+        match orphans(ctx, ari).await {
+            Ok(left) if left.total() == 0 || late => break left,
+            Err(e) if late => return Err(format!("counting what was left: {e}").into()),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let after: Vec<_> = args.pids.iter().map(|p| footprint(*p)).collect();
 
