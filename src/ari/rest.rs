@@ -52,6 +52,16 @@ impl AriError {
         matches!(self, AriError::Unavailable(_))
     }
 
+    /// Worth trying again a little later: Asterisk did not answer (or not in time), its answer
+    /// broke off, or it answered that it could not now (5xx).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AriError::Unavailable(_) | AriError::Decode(_) => true,
+            AriError::Status { status, .. } => status.is_server_error(),
+            AriError::Unreadable(_) | AriError::InvalidId(_) => false,
+        }
+    }
+
     pub fn kind(&self) -> AriErrorKind {
         let AriError::Status { status, .. } = self else {
             return AriErrorKind::Other;
@@ -435,6 +445,23 @@ mod tests {
         for code in [400, 401, 503] {
             assert_eq!(status(code).kind(), AriErrorKind::Other, "{code}");
         }
+        for code in [500, 503] {
+            assert!(status(code).is_transient(), "{code}");
+        }
+        for code in [400, 404, 409, 422] {
+            assert!(!status(code).is_transient(), "{code}");
+        }
+        assert!(!AriError::InvalidId("..".into()).is_transient());
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_request_is_worth_trying_again() {
+        // Nothing listens on the discard port.
+        let e = client("http://127.0.0.1:9")
+            .hangup("c1")
+            .await
+            .expect_err("refused");
+        assert!(e.is_unreachable() && e.is_transient(), "{e}");
     }
 
     #[test]

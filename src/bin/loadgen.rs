@@ -12,7 +12,9 @@
 //!     --app mediastream --streams 200 --seconds 30
 //! ```
 //!
-//! With `--sip N` the calls are real SIP calls instead, placed by sipp (see [`sip`]).
+//! With `--sip N` the calls are real SIP calls instead, placed by sipp (see [`sip`]). With
+//! `--churn K` it opens and closes streams and external medias K times and counts what is left
+//! (see [`churn`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +27,8 @@ use ari_mediastream::config::AriSettings;
 use clap::Parser;
 
 // The crate root of a binary looks for modules beside it, in src/bin/.
+#[path = "loadgen/churn.rs"]
+mod churn;
 #[path = "loadgen/sip.rs"]
 mod sip;
 use futures::{SinkExt, StreamExt};
@@ -78,6 +82,25 @@ struct Args {
     /// Where the pcap, sipp's output and its error log go (default: a new directory in /tmp).
     #[arg(long)]
     sip_workdir: Option<std::path::PathBuf>,
+    /// Churn instead of load: this many cycles of opening and closing a stream (or an external
+    /// media), spread over `--calls` calls, then a count of what was left behind. Exits 1 on
+    /// any refused or failed cycle or anything left.
+    #[arg(long, value_name = "CYCLES")]
+    churn: Option<u64>,
+    /// Churn: calls (`Local/tone@test`), each with one stream at a time.
+    #[arg(long, default_value_t = 16)]
+    calls: usize,
+    /// Churn: every this many cycles on a call, an external media instead of a stream
+    /// (alternately RTP and AudioSocket); 0 for none.
+    #[arg(long, default_value_t = 10)]
+    em_every: u64,
+    /// Churn: cycles a second, all calls together, at most (0: as fast as they go).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Churn: seconds to wait at the end, while anything is left, for the service to remove
+    /// it (it tries removals Asterisk refused again) before counting orphans.
+    #[arg(long, default_value_t = 20.0)]
+    settle: f64,
 }
 
 /// CPU seconds a process has used so far (user + system), from /proc.
@@ -345,6 +368,16 @@ fn print_cpu(pids: &[u32], used: Vec<Option<f64>>, machine: Option<f64>, over: f
 #[tokio::main]
 async fn main() {
     let args = Arc::new(Args::parse());
+    if let Some(cycles) = args.churn {
+        match churn::run(args.clone(), cycles).await {
+            Ok(true) => return,
+            Ok(false) => std::process::exit(1),
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
     if let Some(calls) = args.sip {
         if let Err(e) = sip::run(args.clone(), calls).await {
             eprintln!("loadgen: {e}");

@@ -434,6 +434,20 @@ impl Registry {
                     };
                     *call = channel.clone();
                 }
+                // An own channel leaves the application only as it is hung up, and Asterisk
+                // does not always tell the application of its destruction afterwards: a snoop
+                // channel's `ChannelDestroyed` never comes (its removal was awaited in vain
+                // for `GONE_TIMEOUT`). Leaving is its end.
+                Event::StasisEnd { channel } if internal(&channel.id) => {
+                    state.channel_bridge.remove(&channel.id);
+                    state.notify(
+                        &channel.id,
+                        Notice::Gone {
+                            id: channel.id.clone(),
+                        },
+                    );
+                    return;
+                }
                 Event::StasisEnd { channel } => {
                     state.calls.remove(channel.id.as_str());
                 }
@@ -642,5 +656,21 @@ mod tests {
         }
         assert!(r.calls().is_empty());
         assert!(r.conferences().is_empty());
+    }
+
+    #[test]
+    fn an_own_channel_leaving_the_application_is_gone() {
+        let r = registry();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        r.watch(1, "mediastream-sn-1", tx);
+        // As Asterisk 22 reports a snoop channel's hangup: no ChannelDestroyed follows.
+        let end = r#"{"type":"StasisEnd","channel":{"id":"mediastream-sn-1","dialplan":{"app_name":"Stasis","app_data":"cap"}}}"#;
+        r.apply(&Event::parse(end));
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(Notice::Gone {
+                id: "mediastream-sn-1".into()
+            })
+        );
     }
 }

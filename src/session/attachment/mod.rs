@@ -20,8 +20,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::registry::{GONE_TIMEOUT, Notice, Registry, SessionError};
 use crate::ari::{AriClient, AriErrorKind};
@@ -34,6 +35,11 @@ use tie::{MOVE_SETTLE, Shared, Tie};
 
 /// How long Asterisk may take to bring a new channel into the application.
 pub const STASIS_START_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long removals Asterisk does not answer are tried again, and the first and longest
+/// waits between tries.
+pub const REMOVAL_RETRY: Duration = Duration::from_secs(60);
+const REMOVAL_RETRY_FIRST: Duration = Duration::from_millis(250);
+const REMOVAL_RETRY_MAX: Duration = Duration::from_secs(8);
 
 /// What every attachment shares.
 #[derive(Debug)]
@@ -48,6 +54,12 @@ pub struct Attachments {
     call_locks: Mutex<HashMap<CallId, Arc<tokio::sync::Mutex<()>>>>,
     /// What a teardown could not remove (Asterisk out of reach): removed again once it answers.
     unremoved: Mutex<Removal>,
+    /// The service's shutdown: failed removals are not tried again past it.
+    shutdown: CancellationToken,
+    /// Whether Asterisk is known not to answer at all (it died): failed removals then wait
+    /// for it to answer again ([`Attachments::remove_unremoved`]) rather than hold up their
+    /// teardowns.
+    asterisk_down: watch::Receiver<bool>,
 }
 
 /// One externalMedia channel tied to a call or conference, and what it made for that.
@@ -91,7 +103,12 @@ struct Removal {
 }
 
 impl Attachments {
-    pub fn new(registry: Arc<Registry>, app: String) -> Attachments {
+    pub fn new(
+        registry: Arc<Registry>,
+        app: String,
+        shutdown: CancellationToken,
+        asterisk_down: watch::Receiver<bool>,
+    ) -> Attachments {
         Attachments {
             ari: registry.ari().clone(),
             registry,
@@ -99,6 +116,8 @@ impl Attachments {
             shared: Mutex::default(),
             call_locks: Mutex::default(),
             unremoved: Mutex::default(),
+            shutdown,
+            asterisk_down,
         }
     }
 
@@ -115,42 +134,91 @@ impl Attachments {
             bridges = removal.bridges.len(),
             "removing what earlier teardowns could not"
         );
-        self.remove(removal).await;
+        // Tried once: what fails again waits for the next time Asterisk answers, so that this
+        // never holds up noticing that it stopped answering.
+        self.remove(removal, Duration::ZERO).await;
     }
 
     /// Hangs up and destroys everything in `removal` at once, and returns once Asterisk has
     /// reported it gone (ARI answers a removal before it is complete), or after
-    /// [`GONE_TIMEOUT`]. One already gone is fine; other failures are logged.
-    async fn remove(&self, removal: Removal) {
+    /// [`GONE_TIMEOUT`]. One already gone is fine. A removal Asterisk did not answer (it may
+    /// stall for seconds under load, or refuse connections past its HTTP session limit) is
+    /// tried again, with backoff, for `retry_for` ([`REMOVAL_RETRY`] in a teardown), but not
+    /// once shutdown has begun (the next start removes what is left) nor while Asterisk is known
+    /// dead. What still fails is kept for [`Attachments::remove_unremoved`]: otherwise the
+    /// object would outlive its stream.
+    async fn remove(&self, removal: Removal, retry_for: Duration) {
         let Removal { channels, bridges } = removal;
         let all: Vec<String> = channels.iter().chain(&bridges).cloned().collect();
         let mut gone = self.registry.expect_gone(&all);
-        let hangups = channels
+        let mut left: Vec<(&str, Object)> = channels
             .iter()
-            .map(|id| async move { (id, "channel", self.ari.hangup(id).await) });
-        let destroys = bridges
-            .iter()
-            .map(|id| async move { (id, "bridge", self.ari.destroy_bridge(id).await) });
-        let (hung_up, destroyed) = futures::future::join(
-            futures::future::join_all(hangups),
-            futures::future::join_all(destroys),
-        )
-        .await;
-        for (id, what, result) in hung_up.into_iter().chain(destroyed) {
-            if let Err(e) = result {
+            .map(|id| (id.as_str(), Object::Channel))
+            .chain(bridges.iter().map(|id| (id.as_str(), Object::Bridge)))
+            .collect();
+        let give_up_at = Instant::now() + retry_for;
+        let mut delay = REMOVAL_RETRY_FIRST;
+        loop {
+            let attempts = left.iter().map(|&(id, what)| async move {
+                let removed = match what {
+                    Object::Channel => self.ari.hangup(id).await,
+                    Object::Bridge => self.ari.destroy_bridge(id).await,
+                };
+                (id, what, removed)
+            });
+            let results = futures::future::join_all(attempts).await;
+            let retry = Instant::now() + delay < give_up_at
+                && !self.shutdown.is_cancelled()
+                && !*self.asterisk_down.borrow();
+            left.clear();
+            for (id, what, removed) in results {
+                let Err(e) = removed else { continue };
+                if e.is_transient() && retry {
+                    left.push((id, what));
+                    continue;
+                }
                 // Nothing will report it gone: it was not there, or it stays.
                 gone.skip(id);
                 if !e.is_not_found() {
-                    tracing::warn!(what, %id, error = %e, "teardown: removal failed");
+                    tracing::warn!(what = what.name(), %id, error = %e, "teardown: removal failed");
                     let mut unremoved = self.unremoved.lock().unwrap_or_else(|p| p.into_inner());
                     match what {
-                        "channel" => unremoved.channels.push(id.clone()),
-                        _ => unremoved.bridges.push(id.clone()),
+                        Object::Channel => unremoved.channels.push(id.to_owned()),
+                        Object::Bridge => unremoved.bridges.push(id.to_owned()),
                     }
                 }
             }
+            if left.is_empty() {
+                break;
+            }
+            tracing::info!(
+                count = left.len(),
+                ?delay,
+                "teardown: Asterisk did not answer; trying the removals again"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+            delay = (delay * 2).min(REMOVAL_RETRY_MAX);
         }
         gone.wait(&self.registry, GONE_TIMEOUT).await;
+    }
+}
+
+/// A kind of object the service removes.
+#[derive(Debug, Clone, Copy)]
+enum Object {
+    Channel,
+    Bridge,
+}
+
+impl Object {
+    fn name(self) -> &'static str {
+        match self {
+            Object::Channel => "channel",
+            Object::Bridge => "bridge",
+        }
     }
 }
 
@@ -246,7 +314,7 @@ impl<'a> Attachment<'a> {
         self.retire();
         let mut removal = std::mem::take(&mut self.doomed);
         removal.channels.push(self.channel);
-        self.all.remove(removal).await;
+        self.all.remove(removal, REMOVAL_RETRY).await;
     }
 
     /// Whether `id` is one of the attachment's own objects, whose loss ends it.
@@ -283,7 +351,7 @@ impl<'a> Attachment<'a> {
 
     async fn remove_doomed(&mut self) {
         let doomed = std::mem::take(&mut self.doomed);
-        self.all.remove(doomed).await;
+        self.all.remove(doomed, REMOVAL_RETRY).await;
     }
 }
 

@@ -319,7 +319,12 @@ mod tests {
             ca_file: None,
         });
         let registry = Registry::new("cap".into(), ari, Arc::new(Metrics::new()));
-        Attachments::new(Arc::new(registry), "cap".into())
+        Attachments::new(
+            Arc::new(registry),
+            "cap".into(),
+            tokio_util::sync::CancellationToken::new(),
+            tokio::sync::watch::channel(false).1,
+        )
     }
 
     #[test]

@@ -215,23 +215,17 @@ impl Streams {
             secure: spec.secure,
         };
         let dialed = tokio::select! {
-            dialed = self.dialer.dial(target) => dialed,
-            _ = stop.cancelled() => {
-                self.terminate(id, "stopped before the server answered".into());
-                let _ = answer.send(self.media_stream(id));
-                return;
-            }
-            _ = self.shutdown.cancelled() => {
-                self.terminate(id, EndReason::Shutdown.close_text());
-                let _ = answer.send(self.media_stream(id));
-                return;
-            }
+            dialed = self.dialer.dial(target) => dialed.map_err(|e| {
+                tracing::warn!(error = %e, "the client's server could not be reached");
+                e.to_string()
+            }),
+            _ = stop.cancelled() => Err("stopped before the server answered".into()),
+            _ = self.shutdown.cancelled() => Err(EndReason::Shutdown.close_text()),
         };
         let client = match dialed {
             Ok(client) => client,
-            Err(e) => {
-                tracing::warn!(error = %e, "the client's server could not be reached");
-                self.terminate(id, e.to_string());
+            Err(reason) => {
+                self.terminate(id, reason);
                 let _ = answer.send(self.media_stream(id));
                 return;
             }

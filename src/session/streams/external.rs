@@ -136,7 +136,7 @@ impl Streams {
 
     /// Makes the external media, answers the request that started it, then follows it until
     /// it is stopped or its call or conference ends, and removes it.
-    async fn run_external(&self, start: Starting) {
+    async fn run_external(self: Arc<Self>, start: Starting) {
         let Starting {
             admission,
             resource,
@@ -240,12 +240,17 @@ impl Streams {
             .get_or_create(&labels)
             .dec();
         tracing::info!(why, "external media terminated");
-        // Readable for a while, then forgotten (at once on shutdown).
-        tokio::select! {
-            _ = tokio::time::sleep(self.external.retention) => {}
-            _ = self.shutdown.cancelled() => {}
-        }
-        self.lock().external.remove(&id);
+        // Readable for a while, then forgotten (at once on shutdown). The wait is a small task
+        // of its own: this one's state (kilobytes, sized for making the media) goes now, not
+        // after the retention, which a churn of external medias would pile up.
+        let this = self.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(this.external.retention) => {}
+                _ = this.shutdown.cancelled() => {}
+            }
+            this.lock().external.remove(&id);
+        });
     }
 
     /// What a failed start tells the client: the call or conference gone (404), in the wrong

@@ -138,10 +138,16 @@ impl Streams {
         shutdown: CancellationToken,
     ) -> Streams {
         let tracker = TaskTracker::new();
+        let asterisk_down = tokio::sync::watch::Sender::new(false);
         Streams {
             workers,
             dialer: Dialer::new(connect_tls, tracker.clone()),
-            attachments: Attachments::new(registry.clone(), settings.ari.app.clone()),
+            attachments: Attachments::new(
+                registry.clone(),
+                settings.ari.app.clone(),
+                shutdown.clone(),
+                asterisk_down.subscribe(),
+            ),
             ari: registry.ari().clone(),
             hub,
             registry,
@@ -153,7 +159,7 @@ impl Streams {
             metrics,
             state: Mutex::new(State::default()),
             leftovers_removed: tokio::sync::watch::Sender::new(false),
-            asterisk_down: tokio::sync::watch::Sender::new(false),
+            asterisk_down,
             shutdown,
             tracker,
         }

@@ -1,0 +1,206 @@
+//! Churn: a thousand media streams and external medias opened and closed one after another on
+//! sixteen calls (`loadgen --churn`), against the service and a real Asterisk. None may be
+//! refused or fail, and nothing may be left behind: no `mediastream-` channel or bridge, no
+//! stream still listed, no external media still running. And what a stream made is removed
+//! even when Asterisk refuses the removal at first, as it does under heavy churn.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::client::Enc;
+use common::{
+    API_KEY, Service, ari_url, call, eventually, hangup, leftovers, stream, test_settings,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+const CYCLES: u64 = 1000;
+
+#[tokio::test]
+async fn a_thousand_opens_and_closes_leave_nothing_behind() {
+    common::ari().await;
+    let service = Service::start(test_settings()).await;
+    let started = Instant::now();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--service", &service.addr.to_string()])
+        .args(["--token", API_KEY])
+        .args(["--app", &service.app])
+        .args(["--ari-url", &ari_url()])
+        .args([
+            "--ari-user",
+            &std::env::var("MEDIASTREAM_TEST_ARI_USER").unwrap_or_else(|_| "mediastream".into()),
+        ])
+        .args([
+            "--ari-password",
+            &std::env::var("MEDIASTREAM_TEST_ARI_PASSWORD")
+                .unwrap_or_else(|_| "mediastream".into()),
+        ])
+        .args(["--churn", &CYCLES.to_string()])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("the churn ends within 4 minutes")
+        .expect("loadgen runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    println!("churn of {CYCLES} cycles took {:?}", started.elapsed());
+
+    let report: serde_json::Value = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("the report is JSON"))
+        .expect("a JSON report line");
+    assert_eq!(report["failed_opens"], 0, "{report}");
+    assert_eq!(report["orphans"], 0, "{report}");
+    assert_eq!(report["failed"], serde_json::json!({}), "{report}");
+    assert_eq!(report["completed"], CYCLES, "{report}");
+    assert!(output.status.success(), "loadgen exited {}", output.status);
+
+    // The test's own look, through the service and Asterisk.
+    assert!(
+        leftovers(&service).await.is_empty(),
+        "channels or bridges left"
+    );
+    let (status, streams) = service.get("/v1.0/media_streams").await;
+    assert_eq!(status, 200);
+    assert_eq!(streams["result"], serde_json::json!([]), "streams left");
+    let (_, externals) = service.get("/v1.0/external_medias").await;
+    assert!(
+        externals["result"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .all(|e| e["status"] == "terminated"),
+        "external medias left running: {externals}"
+    );
+    service.stop().await;
+}
+
+/// A proxy to Asterisk's HTTP server that can refuse REST requests, as Asterisk does past its
+/// HTTP session limit (it closes the connection at once): `refuse` closes the REST connections
+/// open now and every new one until `restore`. The event socket passes all along.
+#[derive(Clone)]
+struct RefusingProxy {
+    addr: SocketAddr,
+    refusing: Arc<AtomicBool>,
+    /// REST connections refused so far.
+    refused: Arc<AtomicU64>,
+    /// Fires to close the REST connections open now.
+    open: Arc<std::sync::Mutex<CancellationToken>>,
+}
+
+impl RefusingProxy {
+    async fn start(upstream: SocketAddr) -> RefusingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let proxy = RefusingProxy {
+            addr: listener.local_addr().expect("addr"),
+            refusing: Arc::default(),
+            refused: Arc::default(),
+            open: Arc::default(),
+        };
+        let this = proxy.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(this.clone().serve(client, upstream));
+            }
+        });
+        proxy
+    }
+
+    fn refuse(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
+        let mut open = self.open.lock().expect("lock");
+        open.cancel();
+        *open = CancellationToken::new();
+    }
+
+    fn restore(&self) {
+        self.refusing.store(false, Ordering::SeqCst);
+    }
+
+    async fn serve(self, mut client: TcpStream, upstream: SocketAddr) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = vec![0u8; 4096];
+        let mut len = 0;
+        while !head[..len].windows(2).any(|w| w == b"\r\n") {
+            match client.read(&mut head[len..]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => len += n,
+            }
+            if len == head.len() {
+                return;
+            }
+        }
+        let events = head[..len].starts_with(b"GET /ari/events");
+        if !events && self.refusing.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        let closed = self.open.lock().expect("lock").clone();
+        let Ok(mut server) = TcpStream::connect(upstream).await else {
+            return;
+        };
+        if server.write_all(&head[..len]).await.is_err() {
+            return;
+        }
+        if events {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        } else {
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                _ = closed.cancelled() => {}
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn removals_asterisk_refused_are_tried_again() {
+    let ari = common::ari().await;
+    let upstream: SocketAddr = ari_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("MEDIASTREAM_TEST_ARI_URL is http://host:port");
+    let proxy = RefusingProxy::start(upstream).await;
+    let mut settings = test_settings();
+    settings.ari.url = format!("http://{}", proxy.addr).parse().expect("url");
+    let service = Service::start(settings).await;
+    let id = call(&service, "tone").await;
+    let mut client = stream(&service, &id, Enc::SlnSlin).await;
+    client.listen(Duration::from_millis(200)).await;
+    let made = leftovers(&service).await;
+    assert!(!made.is_empty(), "the stream's channel and bridge");
+
+    proxy.refuse();
+    client.close().await;
+    // The first removals and at least one more try are refused.
+    eventually(Duration::from_secs(5), || async {
+        proxy.refused.load(Ordering::SeqCst) >= 2 * made.len() as u64
+    })
+    .await;
+    assert!(
+        !leftovers(&service).await.is_empty(),
+        "nothing could be removed while Asterisk refused"
+    );
+    let restored = Instant::now();
+    proxy.restore();
+    eventually(Duration::from_secs(15), || async {
+        leftovers(&service).await.is_empty()
+    })
+    .await;
+    println!(
+        "{} requests refused; everything removed {:?} after Asterisk answered again",
+        proxy.refused.load(Ordering::SeqCst),
+        restored.elapsed()
+    );
+    hangup(&ari, &id).await;
+    service.stop().await;
+}
