@@ -302,7 +302,7 @@ pub struct StreamCore {
     pending_marks: usize,
     /// Client-bound messages that must arrive, in order: events, the AudioSocket UUID frame,
     /// the farewell. Sent before any audio waiting in `audio`.
-    events: VecDeque<Outbound>,
+    events: VecDeque<Queued>,
     /// Since when the client's audio has been dropped unread, the ring full.
     client_stalled_since: Option<Instant>,
     /// When the last audio came from Asterisk.
@@ -310,7 +310,7 @@ pub struct StreamCore {
     /// Since when Asterisk has not answered ARI, if it does not.
     asterisk_unreachable: Option<Instant>,
     /// Client-bound audio, oldest first, at most [`CLIENT_RING_FRAMES`].
-    audio: VecDeque<Outbound>,
+    audio: VecDeque<Queued>,
     actions: VecDeque<Action>,
     stats: Stats,
     /// Frames the playout queue holds at most (`max_queue_ms`): past it, `xoff`.
@@ -333,7 +333,7 @@ pub struct StreamCore {
 struct TwilioState {
     /// The `sequenceNumber` of the last message sent (`start` is 1).
     seq: u64,
-    /// The `chunk` of the last media message sent (the first is 1).
+    /// The `chunk` of the last media message received from Asterisk (the first is 1).
     chunk: u64,
     stream_sid: String,
     call_sid: String,
@@ -345,13 +345,49 @@ impl TwilioState {
         self.seq
     }
 
-    /// 20 ms of the call's audio, in μ-law, as the next `media` message.
-    fn media(&mut self, ulaw: &[u8]) -> String {
-        self.chunk += 1;
-        let timestamp = (self.chunk - 1) * u64::from(PTIME_MS);
+    /// `message` as it leaves, with the next `sequenceNumber`.
+    fn render(&mut self, message: TwilioMessage, account_sid: &str) -> String {
         let seq = self.next();
-        twilio::media(seq, &self.stream_sid, self.chunk, timestamp, ulaw)
+        match message {
+            TwilioMessage::Media { chunk, ulaw } => {
+                let timestamp = (chunk - 1) * u64::from(PTIME_MS);
+                twilio::media(seq, &self.stream_sid, chunk, timestamp, &ulaw)
+            }
+            TwilioMessage::Mark(name) => twilio::mark(seq, &self.stream_sid, &name),
+            TwilioMessage::Dtmf(digit) => twilio::dtmf(seq, &self.stream_sid, &digit),
+            TwilioMessage::Stop => {
+                let who = twilio::Identity {
+                    account_sid,
+                    stream_sid: &self.stream_sid,
+                    call_sid: &self.call_sid,
+                };
+                twilio::stop(seq, &who)
+            }
+        }
     }
+}
+
+/// A message waiting for the client.
+#[derive(Debug)]
+enum Queued {
+    Ready(Outbound),
+    /// A Twilio message gets its `sequenceNumber` only as it leaves, so that the numbers follow
+    /// the order the client receives them in (a mark or a `stop` overtakes waiting audio).
+    Twilio(TwilioMessage),
+}
+
+/// A Twilio message, but for its `sequenceNumber`.
+#[derive(Debug)]
+enum TwilioMessage {
+    /// 20 ms of the call's audio in μ-law; `chunk` counts from 1 as Asterisk sent them (a
+    /// chunk dropped towards a slow client leaves a gap there, not in the sequence).
+    Media {
+        chunk: u64,
+        ulaw: Vec<u8>,
+    },
+    Mark(String),
+    Dtmf(String),
+    Stop,
 }
 
 /// Frame counts since the stream started.
@@ -428,7 +464,8 @@ impl StreamCore {
                 core.config.spec.stream_id.as_bytes(),
                 &mut frame,
             );
-            core.events.push_back(Outbound::Binary(Bytes::from(frame)));
+            core.events
+                .push_back(Queued::Ready(Outbound::Binary(Bytes::from(frame))));
         }
         core
     }
@@ -451,19 +488,14 @@ impl StreamCore {
         if self.ended().is_some() {
             return;
         }
-        if let Some(t) = self.twilio.as_mut() {
-            let seq = t.next();
-            let who = twilio::Identity {
-                account_sid: &self.config.spec.account_sid,
-                stream_sid: &t.stream_sid,
-                call_sid: &t.call_sid,
-            };
-            self.events
-                .push_back(Outbound::Text(twilio::stop(seq, &who)));
-            self.events.extend(reason.farewell(false));
+        let events = if self.twilio.is_some() {
+            self.events.push_back(Queued::Twilio(TwilioMessage::Stop));
+            false
         } else {
-            self.events.extend(reason.farewell(self.config.spec.events));
-        }
+            self.config.spec.events
+        };
+        self.events
+            .extend(reason.farewell(events).map(Queued::Ready));
         self.audio.clear();
         self.phase = Phase::Ended(reason);
     }
@@ -554,13 +586,13 @@ impl StreamCore {
         let events = self.config.spec.events && self.twilio.is_none();
         for i in 0..self.marks.len() {
             let mark = match self.twilio.as_mut() {
-                Some(t) => Outbound::Text(twilio::mark(t.next(), &t.stream_sid, &self.marks[i])),
-                None if events => event(&ServerEvent::Mark {
+                Some(_) => Queued::Twilio(TwilioMessage::Mark(std::mem::take(&mut self.marks[i]))),
+                None if events => Queued::Ready(event(&ServerEvent::Mark {
                     name: &self.marks[i],
-                }),
+                })),
                 None => continue,
             };
-            self.emit(mark);
+            self.emit_queued(mark);
         }
         let queued = self.playout.queued_frames();
         if self.xoff && queued * 5 < self.max_frames * 4 {
@@ -583,12 +615,19 @@ impl StreamCore {
     /// The next message for the client: events and other messages that must arrive first,
     /// then audio, oldest first.
     pub fn poll_to_client(&mut self) -> Option<Outbound> {
-        let message = self.events.pop_front().or_else(|| self.audio.pop_front());
-        if message.is_some() {
-            // The client takes what it is given again.
-            self.client_stalled_since = None;
-        }
-        message
+        let queued = self.events.pop_front().or_else(|| self.audio.pop_front())?;
+        // The client takes what it is given again.
+        self.client_stalled_since = None;
+        Some(match queued {
+            Queued::Ready(message) => message,
+            Queued::Twilio(message) => {
+                let t = self
+                    .twilio
+                    .as_mut()
+                    .expect("Twilio messages are queued on Twilio streams only");
+                Outbound::Text(t.render(message, &self.config.spec.account_sid))
+            }
+        })
     }
 
     /// Whether [`StreamCore::poll_to_client`] has something.
@@ -629,12 +668,20 @@ impl StreamCore {
         }
         let message = match self.twilio.as_mut() {
             Some(t) => {
-                self.scratch.clear();
-                let leg = self.config.spec.leg_format;
-                convert(leg, SampleFormat::Ulaw, payload, &mut self.scratch);
-                Outbound::Text(t.media(&self.scratch))
+                let mut ulaw = Vec::with_capacity(payload.len());
+                convert(
+                    self.config.spec.leg_format,
+                    SampleFormat::Ulaw,
+                    payload,
+                    &mut ulaw,
+                );
+                t.chunk += 1;
+                Queued::Twilio(TwilioMessage::Media {
+                    chunk: t.chunk,
+                    ulaw,
+                })
             }
-            None => Outbound::Binary(self.encapsulate(payload)),
+            None => Queued::Ready(Outbound::Binary(self.encapsulate(payload))),
         };
         self.audio.push_back(message);
         self.stats.to_client += 1;
@@ -657,9 +704,8 @@ impl StreamCore {
                 self.asterisk_unreachable = unreachable.then_some(now);
             }
             Signal::Dtmf(digit) if self.ended().is_none() => {
-                if let Some(t) = self.twilio.as_mut() {
-                    let dtmf = twilio::dtmf(t.next(), &t.stream_sid, &digit);
-                    self.emit(Outbound::Text(dtmf));
+                if self.twilio.is_some() {
+                    self.emit_queued(Queued::Twilio(TwilioMessage::Dtmf(digit)));
                 } else if self.config.spec.events {
                     self.emit(event(&ServerEvent::Dtmf { digit: &digit }));
                 }
@@ -700,6 +746,10 @@ impl StreamCore {
     /// Queues a message that must arrive; a client so far behind that the queue is full ends
     /// the stream.
     fn emit(&mut self, message: Outbound) {
+        self.emit_queued(Queued::Ready(message));
+    }
+
+    fn emit_queued(&mut self, message: Queued) {
         if self.events.len() >= MAX_PENDING_EVENTS {
             self.end(EndReason::Overflow(
                 "the client is not reading its events".into(),
@@ -734,8 +784,9 @@ impl StreamCore {
             call_sid: &state.call_sid,
         };
         let start = twilio::start(seq, &who, &parameters);
-        self.events.push_back(Outbound::Text(twilio::connected()));
-        self.events.push_back(Outbound::Text(start));
+        self.events
+            .push_back(Queued::Ready(Outbound::Text(twilio::connected())));
+        self.events.push_back(Queued::Ready(Outbound::Text(start)));
         self.twilio = Some(state);
     }
 

@@ -727,6 +727,46 @@ fn twilio_media_is_played_and_marks_come_back_after_it() {
 }
 
 #[test]
+fn twilio_sequence_numbers_follow_the_order_the_client_receives() {
+    use base64::Engine;
+    let mut h = twilio_core();
+    texts(&mut h);
+    // Audio from the call waits for a client that has not read yet ...
+    for _ in 0..5 {
+        h.core.handle_leg(h.now, &[0; SLIN_FRAME]);
+    }
+    // ... while a mark passes, a digit arrives and the stream ends: each of them overtakes the
+    // waiting audio, and the numbers still count up in the order the client gets them.
+    let payload = base64::engine::general_purpose::STANDARD.encode([0x10; 160]);
+    h.text(&format!(
+        r#"{{"event":"media","streamSid":"x","media":{{"payload":"{payload}"}}}}"#
+    ));
+    h.text(r#"{"event":"mark","streamSid":"x","mark":{"name":"said"}}"#);
+    h.core.handle_signal(h.now, Signal::Dtmf("5".into()));
+    h.core.handle_leg(h.now, &[0; SLIN_FRAME]);
+    h.run_until(at(200));
+    let out = texts(&mut h);
+    let events: Vec<&str> = out.iter().map(|m| m["event"].as_str().unwrap()).collect();
+    assert_eq!(events[..2], ["dtmf", "mark"], "{events:?}");
+    assert_eq!(events[2..].iter().filter(|e| **e == "media").count(), 6);
+    let numbers: Vec<u64> = out
+        .iter()
+        .map(|m| m["sequenceNumber"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(numbers, (2..10).collect::<Vec<u64>>(), "{out:?}");
+    // Chunks count the call's audio as it came, whatever overtook it.
+    let chunks: Vec<&str> = out[2..]
+        .iter()
+        .map(|m| m["media"]["chunk"].as_str().unwrap())
+        .collect();
+    assert_eq!(chunks, ["1", "2", "3", "4", "5", "6"]);
+    h.core.end(EndReason::Stopped);
+    let stop = texts(&mut h);
+    assert_eq!(stop[0]["event"], "stop");
+    assert_eq!(stop[0]["sequenceNumber"], "10");
+}
+
+#[test]
 fn twilio_clear_releases_marks_and_stop_ends_with_1000() {
     use base64::Engine;
     let mut h = twilio_core();
