@@ -365,6 +365,16 @@ fn print_cpu(pids: &[u32], used: Vec<Option<f64>>, machine: Option<f64>, over: f
     }
 }
 
+/// Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = Arc::new(Args::parse());
@@ -379,9 +389,22 @@ async fn main() {
         }
     }
     if let Some(calls) = args.sip {
-        if let Err(e) = sip::run(args.clone(), calls).await {
-            eprintln!("loadgen: {e}");
-            std::process::exit(1);
+        // Interrupted, the run is dropped, and with it sipp (killed on drop): a signal's
+        // default action would leave sipp placing calls.
+        let result = tokio::select! {
+            result = sip::run(args.clone(), calls) => Some(result),
+            _ = interrupted() => None,
+        };
+        match result {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                eprintln!("loadgen: {e}");
+                std::process::exit(1);
+            }
+            None => {
+                eprintln!("loadgen: interrupted; sipp is stopped");
+                std::process::exit(130);
+            }
         }
         return;
     }

@@ -183,7 +183,7 @@ pub async fn run(args: Arc<Args>, cycles: u64) -> Result<bool, Box<dyn std::erro
     // the report that goes away must not leave them behind).
     let result = tokio::select! {
         run = churn(&ctx, &ari, &calls, cycles) => Some(run),
-        _ = interrupted() => None,
+        _ = crate::interrupted() => None,
     };
     hang_up(&ari, &calls).await;
     match result {
@@ -215,16 +215,6 @@ async fn hang_up(ari: &AriClient, calls: &[String]) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     eprintln!("churn: could not hang up {left:?}");
-}
-
-/// Ctrl-C or SIGTERM.
-async fn interrupted() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 async fn churn(
