@@ -19,6 +19,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 const CYCLES: u64 = 1000;
+/// Cycles a second. Unthrottled (about 160 a second here), the sandbox Asterisk of a busy CI
+/// machine has stalled: every new stream silent, then its HTTP session limit exceeded
+/// (bench/README.md, "Churn and soak"). The test is about the service, not that limit.
+const RATE: u32 = 50;
 
 #[tokio::test]
 async fn a_thousand_opens_and_closes_leave_nothing_behind() {
@@ -40,6 +44,7 @@ async fn a_thousand_opens_and_closes_leave_nothing_behind() {
                 .unwrap_or_else(|_| "mediastream".into()),
         ])
         .args(["--churn", &CYCLES.to_string()])
+        .args(["--rate", &RATE.to_string()])
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(240), run)

@@ -197,13 +197,21 @@ impl Attachments {
                 "teardown: Asterisk did not answer; trying the removals again"
             );
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(jittered(delay)) => {}
                 _ = self.shutdown.cancelled() => {}
             }
             delay = (delay * 2).min(REMOVAL_RETRY_MAX);
         }
         gone.wait(&self.registry, GONE_TIMEOUT).await;
     }
+}
+
+/// `delay` spread over half to one and a half of itself: the teardowns of many streams that
+/// one stall of Asterisk failed together do not all try again in the same instant.
+fn jittered(delay: Duration) -> Duration {
+    let spread = delay.as_millis().max(1) as u64;
+    let random = uuid::Uuid::new_v4().as_u64_pair().0;
+    delay / 2 + Duration::from_millis(random % spread)
 }
 
 /// A kind of object the service removes.
