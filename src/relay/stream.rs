@@ -187,11 +187,16 @@ where
     if !client_gone {
         // The farewell waits for room, briefly: a client that does not read gets the close
         // frame as far as TCP lets it.
+        // After the client's own close frame the WebSocket library refuses every message,
+        // the farewell included, but it still owes the client its answering close frame:
+        // closing the sink sends it.
         let _ = tokio::time::timeout(DRAIN, async {
             while core.has_client_output() {
-                write_client(&mut client_tx, &mut core).await?;
+                if write_client(&mut client_tx, &mut core).await.is_err() {
+                    break;
+                }
             }
-            client_tx.close().await.map_err(|_| ())
+            client_tx.close().await
         })
         .await;
     }
