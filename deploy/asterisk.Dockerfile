@@ -2,7 +2,7 @@
 # the project is tested with, with the project's minimal configuration in place of the
 # package's samples.
 FROM debian:sid-slim
-ARG ASTERISK_VERSION=22.10.1+dfsg+~cs6.17.60671434-1
+ARG ASTERISK_VERSION=1:22.10.1+dfsg+~cs6.17.60671434-1
 RUN apt-get -o Acquire::Check-Valid-Until=false update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       "asterisk=${ASTERISK_VERSION}" "asterisk-modules=${ASTERISK_VERSION}" \

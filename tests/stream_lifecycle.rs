@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use common::audio::{rms, tone, tone_share};
 use common::client::{Enc, open};
 use common::*;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 /// Waits until the service's objects are gone from Asterisk; how long it took.
 async fn gone_within(service: &Service, limit: Duration) -> Duration {
@@ -38,6 +39,41 @@ async fn client_close_removes_everything_within_a_second() {
     let (status, call_view) = service.get(&format!("/v1.0/calls/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(call_view["stream_ids"], serde_json::json!([]));
+    hangup(&ari().await, &id).await;
+    service.stop().await;
+}
+
+/// The service answers a client's close with a close frame (RFC 6455), in every
+/// encapsulation, with and without events: after the client's close it may send nothing else,
+/// but that answer must still go out.
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame() {
+    let service = Service::start(test_settings()).await;
+    let id = call(&service, "tone").await;
+    for enc in Enc::ALL {
+        for events in ["", "&events=true"] {
+            let mut client = open(
+                service.addr,
+                &format!("/v1.0/calls/{id}"),
+                enc,
+                &format!("token={API_KEY}{events}"),
+            )
+            .await
+            .expect("upgraded");
+            let (_, messages) = client.listen(Duration::from_millis(300)).await;
+            assert!(messages > 0, "{enc:?}{events}");
+            client
+                .ws
+                .close(Some(CloseFrame {
+                    code: 1000u16.into(),
+                    reason: "done".into(),
+                }))
+                .await
+                .expect("the close frame is sent");
+            let close = client.closed(Duration::from_secs(1)).await;
+            assert_eq!(close.map(|c| c.0), Some(1000), "{enc:?}{events}");
+        }
+    }
     hangup(&ari().await, &id).await;
     service.stop().await;
 }
