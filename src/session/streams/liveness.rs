@@ -17,6 +17,8 @@ use super::Streams;
 /// How often, and how many times, Asterisk is asked before it is called unreachable.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 const PROBES: u32 = 3;
+/// How often what teardowns could not remove is tried again while the event socket stays up.
+const UNREMOVED_SWEEP: Duration = Duration::from_secs(30);
 /// How long one probe may take: a live Asterisk answers `asterisk/info` in milliseconds.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
 
@@ -29,15 +31,27 @@ impl Streams {
         cancel: CancellationToken,
     ) {
         loop {
-            // Connected first, then lost.
-            for want in [true, false] {
-                tokio::select! {
+            // Connected first: what teardowns left while Asterisk did not answer goes now.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                up = connected.wait_for(|up| *up) => if up.is_err() { return },
+            }
+            self.attachments.remove_unremoved().await;
+            // Then lost. Meanwhile, what a long stall of a connected Asterisk (its HTTP sessions
+            // exhausted for minutes) left past the teardowns' retries is tried again now and
+            // then.
+            let mut sweep = tokio::time::interval(UNREMOVED_SWEEP);
+            sweep.tick().await;
+            loop {
+                let lost = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    up = connected.wait_for(|up| *up == want) => if up.is_err() { return },
-                }
-                if want {
-                    // Asterisk answers: what teardowns left while it did not goes now.
-                    self.attachments.remove_unremoved().await;
+                    down = connected.wait_for(|up| !*up) => Some(down.is_ok()),
+                    _ = sweep.tick() => None,
+                };
+                match lost {
+                    Some(true) => break,
+                    Some(false) => return,
+                    None => self.attachments.remove_unremoved().await,
                 }
             }
             if self.asterisk_answers(&cancel).await {
