@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::client::Enc;
-use common::proxy::EventProxy;
+use common::proxy::AriProxy;
 use common::*;
 
 #[tokio::test]
@@ -18,7 +18,7 @@ async fn streams_keep_their_audio_while_the_event_socket_is_cut() {
         .trim_end_matches('/')
         .parse()
         .expect("MEDIASTREAM_TEST_ARI_URL is http://host:port");
-    let proxy = EventProxy::start(upstream).await;
+    let proxy = AriProxy::start(upstream).await;
     let mut settings = test_settings();
     settings.ari.url = format!("http://{}", proxy.addr).parse().expect("url");
     let service = Service::start(settings).await;

@@ -7,16 +7,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::client::Enc;
+use common::proxy::AriProxy;
 use common::{
     API_KEY, Service, ari_url, call, eventually, hangup, leftovers, stream, test_settings,
 };
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 const CYCLES: u64 = 1000;
 /// Cycles a second. Unthrottled (about 160 a second here), the sandbox Asterisk of a busy CI
@@ -88,84 +85,6 @@ async fn a_thousand_opens_and_closes_leave_nothing_behind() {
     service.stop().await;
 }
 
-/// A proxy to Asterisk's HTTP server that can refuse REST requests, as Asterisk does past its
-/// HTTP session limit (it closes the connection at once): `refuse` closes the REST connections
-/// open now and every new one until `restore`. The event socket passes all along.
-#[derive(Clone)]
-struct RefusingProxy {
-    addr: SocketAddr,
-    refusing: Arc<AtomicBool>,
-    /// REST connections refused so far.
-    refused: Arc<AtomicU64>,
-    /// Fires to close the REST connections open now.
-    open: Arc<std::sync::Mutex<CancellationToken>>,
-}
-
-impl RefusingProxy {
-    async fn start(upstream: SocketAddr) -> RefusingProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let proxy = RefusingProxy {
-            addr: listener.local_addr().expect("addr"),
-            refusing: Arc::default(),
-            refused: Arc::default(),
-            open: Arc::default(),
-        };
-        let this = proxy.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(this.clone().serve(client, upstream));
-            }
-        });
-        proxy
-    }
-
-    fn refuse(&self) {
-        self.refusing.store(true, Ordering::SeqCst);
-        let mut open = self.open.lock().expect("lock");
-        open.cancel();
-        *open = CancellationToken::new();
-    }
-
-    fn restore(&self) {
-        self.refusing.store(false, Ordering::SeqCst);
-    }
-
-    async fn serve(self, mut client: TcpStream, upstream: SocketAddr) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut head = vec![0u8; 4096];
-        let mut len = 0;
-        while !head[..len].windows(2).any(|w| w == b"\r\n") {
-            match client.read(&mut head[len..]).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => len += n,
-            }
-            if len == head.len() {
-                return;
-            }
-        }
-        let events = head[..len].starts_with(b"GET /ari/events");
-        if !events && self.refusing.load(Ordering::SeqCst) {
-            self.refused.fetch_add(1, Ordering::SeqCst);
-            return;
-        }
-        let closed = self.open.lock().expect("lock").clone();
-        let Ok(mut server) = TcpStream::connect(upstream).await else {
-            return;
-        };
-        if server.write_all(&head[..len]).await.is_err() {
-            return;
-        }
-        if events {
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-        } else {
-            tokio::select! {
-                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                _ = closed.cancelled() => {}
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn removals_asterisk_refused_are_tried_again() {
     let ari = common::ari().await;
@@ -174,7 +93,7 @@ async fn removals_asterisk_refused_are_tried_again() {
         .trim_end_matches('/')
         .parse()
         .expect("MEDIASTREAM_TEST_ARI_URL is http://host:port");
-    let proxy = RefusingProxy::start(upstream).await;
+    let proxy = AriProxy::start(upstream).await;
     let mut settings = test_settings();
     settings.ari.url = format!("http://{}", proxy.addr).parse().expect("url");
     let service = Service::start(settings).await;
@@ -184,11 +103,11 @@ async fn removals_asterisk_refused_are_tried_again() {
     let made = leftovers(&service).await;
     assert!(!made.is_empty(), "the stream's channel and bridge");
 
-    proxy.refuse();
+    proxy.refuse_rest();
     client.close().await;
     // The first removals and at least one more try are refused.
     eventually(Duration::from_secs(5), || async {
-        proxy.refused.load(Ordering::SeqCst) >= 2 * made.len() as u64
+        proxy.refused_rest() >= 2 * made.len() as u64
     })
     .await;
     assert!(
@@ -196,14 +115,14 @@ async fn removals_asterisk_refused_are_tried_again() {
         "nothing could be removed while Asterisk refused"
     );
     let restored = Instant::now();
-    proxy.restore();
+    proxy.restore_rest();
     eventually(Duration::from_secs(15), || async {
         leftovers(&service).await.is_empty()
     })
     .await;
     println!(
         "{} requests refused; everything removed {:?} after Asterisk answered again",
-        proxy.refused.load(Ordering::SeqCst),
+        proxy.refused_rest(),
         restored.elapsed()
     );
     hangup(&ari, &id).await;

@@ -14,85 +14,13 @@
 mod common;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::client::Enc;
+use common::tap::Tap;
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
-/// A TCP proxy in front of Asterisk that notes the id of every bridge the service creates.
-struct BridgeTap {
-    url: String,
-    created: Arc<Mutex<Vec<String>>>,
-}
-
-impl BridgeTap {
-    async fn start() -> BridgeTap {
-        let upstream: reqwest::Url = ari_url().parse().expect("ARI URL");
-        let upstream = format!(
-            "{}:{}",
-            upstream.host_str().expect("host"),
-            upstream.port_or_known_default().expect("port")
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let created = Arc::new(Mutex::new(Vec::new()));
-        let seen = created.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(&upstream).await else {
-                    continue;
-                };
-                tokio::spawn(relay(client, server, seen.clone()));
-            }
-        });
-        BridgeTap { url, created }
-    }
-
-    fn created(&self) -> Vec<String> {
-        self.created.lock().expect("lock").clone()
-    }
-}
-
-/// Copies both ways; the request lines going to Asterisk that create a bridge are noted.
-async fn relay(client: TcpStream, server: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
-    let (mut client_rd, mut client_wr) = client.into_split();
-    let (mut server_rd, mut server_wr) = server.into_split();
-    let up = async move {
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut line = Vec::new();
-        loop {
-            let n = match client_rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            for &b in &buf[..n] {
-                if b == b'\n' {
-                    let text = String::from_utf8_lossy(&line);
-                    if let Some(id) = bridge_created(&text) {
-                        seen.lock().expect("lock").push(id);
-                    }
-                    line.clear();
-                } else if line.len() < 8192 {
-                    line.push(b);
-                }
-            }
-            if server_wr.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-        }
-        let _ = server_wr.shutdown().await;
-    };
-    let down = async move {
-        let _ = tokio::io::copy(&mut server_rd, &mut client_wr).await;
-        let _ = client_wr.shutdown().await;
-    };
-    tokio::join!(up, down);
-}
-
-/// The `bridgeId` of a `POST /ari/bridges?...` request line.
+/// The `bridgeId` of a `POST /ari/bridges?...` request line: a conference the fuzzer made.
 fn bridge_created(line: &str) -> Option<String> {
     let target = line.strip_prefix("POST /ari/bridges?")?;
     let query = target.split(' ').next()?;
@@ -114,7 +42,7 @@ async fn drain(mut stream: client::MediaClient, stop: tokio_util::sync::Cancella
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_conforms_to_the_document() {
-    let tap = BridgeTap::start().await;
+    let tap = Tap::start().await;
     let mut settings = test_settings();
     settings.ari.url = tap.url.parse().expect("tap URL");
     settings.external_media.allowed_hosts = vec!["127.0.0.1/32".parse().expect("net")];
@@ -207,8 +135,9 @@ async fn every_answer_conforms_to_the_document() {
     let _ = held.await;
     let ari = ari().await;
     let mut left: Vec<String> = tap
-        .created()
-        .into_iter()
+        .take()
+        .iter()
+        .filter_map(|line| bridge_created(line))
         .filter(|bridge| !bridge.starts_with("mediastream-"))
         .collect();
     println!("the fuzzer made {} conferences: removing them", left.len());

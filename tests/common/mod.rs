@@ -9,6 +9,7 @@ pub mod audio;
 pub mod client;
 pub mod listeners;
 pub mod proxy;
+pub mod tap;
 pub mod tls;
 
 use std::future::Future;

@@ -1,6 +1,8 @@
 //! A TCP proxy between the service and Asterisk's HTTP server that a test can use to cut the
 //! ARI event socket while Asterisk stays up: `cut` closes the event WebSocket connections and
-//! refuses new ones until `restore`; REST requests pass all along.
+//! refuses new ones until `restore`; REST requests pass all along. Or the other way round:
+//! `refuse_rest` closes the REST connections and refuses new ones until `restore_rest`, as
+//! Asterisk does past its HTTP session limit, while the event socket passes.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -10,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
-pub struct EventProxy {
+pub struct AriProxy {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
 }
@@ -20,12 +22,17 @@ struct State {
     cut: bool,
     /// Fires to close the event connections open now.
     sockets: CancellationToken,
+    refusing_rest: bool,
+    /// REST connections refused so far.
+    refused_rest: u64,
+    /// Fires to close the REST connections open now.
+    rest: CancellationToken,
 }
 
-impl EventProxy {
-    pub async fn start(upstream: SocketAddr) -> EventProxy {
+impl AriProxy {
+    pub async fn start(upstream: SocketAddr) -> AriProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let proxy = EventProxy {
+        let proxy = AriProxy {
             addr: listener.local_addr().expect("addr"),
             state: Arc::default(),
         };
@@ -48,6 +55,22 @@ impl EventProxy {
     pub fn restore(&self) {
         self.state.lock().expect("lock").cut = false;
     }
+
+    pub fn refuse_rest(&self) {
+        let mut state = self.state.lock().expect("lock");
+        state.refusing_rest = true;
+        state.rest.cancel();
+        state.rest = CancellationToken::new();
+    }
+
+    pub fn restore_rest(&self) {
+        self.state.lock().expect("lock").refusing_rest = false;
+    }
+
+    /// REST connections refused so far.
+    pub fn refused_rest(&self) -> u64 {
+        self.state.lock().expect("lock").refused_rest
+    }
 }
 
 async fn serve(mut client: TcpStream, upstream: SocketAddr, state: Arc<Mutex<State>>) {
@@ -65,11 +88,19 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, state: Arc<Mutex<Sta
     }
     let events = head[..len].starts_with(b"GET /ari/events");
     let closed = {
-        let state = state.lock().expect("lock");
+        let mut state = state.lock().expect("lock");
         if events && state.cut {
             return;
         }
-        state.sockets.clone()
+        if !events && state.refusing_rest {
+            state.refused_rest += 1;
+            return;
+        }
+        if events {
+            state.sockets.clone()
+        } else {
+            state.rest.clone()
+        }
     };
     let Ok(mut server) = TcpStream::connect(upstream).await else {
         return;
@@ -77,12 +108,8 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, state: Arc<Mutex<Sta
     if server.write_all(&head[..len]).await.is_err() {
         return;
     }
-    if events {
-        tokio::select! {
-            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-            _ = closed.cancelled() => {}
-        }
-    } else {
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+        _ = closed.cancelled() => {}
     }
 }
