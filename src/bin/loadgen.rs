@@ -365,6 +365,26 @@ fn print_cpu(pids: &[u32], used: Vec<Option<f64>>, machine: Option<f64>, over: f
     }
 }
 
+/// The `result` items of one of the service's list routes (`GET url`).
+async fn service_list(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> Result<Vec<serde_json::Value>, reqwest::Error> {
+    let mut body: serde_json::Value = http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(match body["result"].take() {
+        serde_json::Value::Array(items) => items,
+        _ => Vec::new(),
+    })
+}
+
 /// Ctrl-C or SIGTERM.
 async fn interrupted() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -169,18 +169,10 @@ async fn run_stream(
 
 /// Ids of the service's calls that came in over PJSIP.
 async fn sip_calls(http: &reqwest::Client, args: &Args) -> Result<Vec<String>, reqwest::Error> {
-    let body: serde_json::Value = http
-        .get(format!("http://{}/v1.0/calls", args.service))
-        .bearer_auth(&args.token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(body["result"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let url = format!("http://{}/v1.0/calls", args.service);
+    let calls = crate::service_list(http, &url, &args.token).await?;
+    Ok(calls
+        .iter()
         .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with("PJSIP/")))
         .filter_map(|c| c["id"].as_str().map(str::to_owned))
         .collect())

@@ -31,19 +31,9 @@ impl Orphans {
 
 /// Ids in a service list whose `status` is not `terminated`.
 async fn running(ctx: &Ctx, path: &str) -> Result<Vec<String>, reqwest::Error> {
-    let body: serde_json::Value = ctx
-        .http
-        .get(ctx.url(path))
-        .bearer_auth(&ctx.args.token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(body["result"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let items = crate::service_list(&ctx.http, &ctx.url(path), &ctx.args.token).await?;
+    Ok(items
+        .iter()
         .filter(|v| v["status"] != "terminated")
         .filter_map(|v| v["id"].as_str().map(str::to_owned))
         .collect())
