@@ -13,15 +13,8 @@ use common::*;
 
 #[tokio::test]
 async fn streams_keep_their_audio_while_the_event_socket_is_cut() {
-    let upstream: std::net::SocketAddr = ari_url()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("MEDIASTREAM_TEST_ARI_URL is http://host:port");
-    let proxy = AriProxy::start(upstream).await;
-    let mut settings = test_settings();
-    settings.ari.url = format!("http://{}", proxy.addr).parse().expect("url");
-    let service = Service::start(settings).await;
+    let proxy = AriProxy::in_front_of_asterisk().await;
+    let service = Service::start(proxy.settings()).await;
     let kept = call(&service, "tone").await;
     let ended = call(&service, "tone").await;
     let mut keeps = stream(&service, &kept, Enc::RtpUlaw).await;

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::client::Enc;
@@ -88,15 +87,8 @@ async fn a_thousand_opens_and_closes_leave_nothing_behind() {
 #[tokio::test]
 async fn removals_asterisk_refused_are_tried_again() {
     let ari = common::ari().await;
-    let upstream: SocketAddr = ari_url()
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("MEDIASTREAM_TEST_ARI_URL is http://host:port");
-    let proxy = AriProxy::start(upstream).await;
-    let mut settings = test_settings();
-    settings.ari.url = format!("http://{}", proxy.addr).parse().expect("url");
-    let service = Service::start(settings).await;
+    let proxy = AriProxy::in_front_of_asterisk().await;
+    let service = Service::start(proxy.settings()).await;
     let id = call(&service, "tone").await;
     let mut client = stream(&service, &id, Enc::SlnSlin).await;
     client.listen(Duration::from_millis(200)).await;

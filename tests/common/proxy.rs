@@ -30,6 +30,23 @@ struct State {
 }
 
 impl AriProxy {
+    /// A proxy in front of the tests' Asterisk (`MEDIASTREAM_TEST_ARI_URL`, plain http).
+    pub async fn in_front_of_asterisk() -> AriProxy {
+        let upstream: SocketAddr = super::ari_url()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("MEDIASTREAM_TEST_ARI_URL is http://host:port");
+        AriProxy::start(upstream).await
+    }
+
+    /// Test settings whose `ari.url` is this proxy.
+    pub fn settings(&self) -> ari_mediastream::config::Settings {
+        let mut settings = super::test_settings();
+        settings.ari.url = format!("http://{}", self.addr).parse().expect("url");
+        settings
+    }
+
     pub async fn start(upstream: SocketAddr) -> AriProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let proxy = AriProxy {
