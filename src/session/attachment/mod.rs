@@ -196,9 +196,18 @@ impl Attachments {
                 ?delay,
                 "teardown: Asterisk did not answer; trying the removals again"
             );
+            // Asterisk found dead meanwhile: one more try, which fails at once, and what is
+            // left waits for its return instead.
+            let mut down = self.asterisk_down.clone();
             tokio::select! {
                 _ = tokio::time::sleep(jittered(delay)) => {}
                 _ = self.shutdown.cancelled() => {}
+                _ = async {
+                    if down.wait_for(|down| *down).await.is_err() {
+                        // No one can say so any more: wait out the delay.
+                        std::future::pending::<()>().await;
+                    }
+                } => {}
             }
             delay = (delay * 2).min(REMOVAL_RETRY_MAX);
         }
