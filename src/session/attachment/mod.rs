@@ -33,6 +33,9 @@ mod tie;
 pub use tie::Tap;
 use tie::{MOVE_SETTLE, Shared, Tie};
 
+/// How long after the loss of one of its own objects an attachment waits for word that its
+/// call or conference went too (see [`Attachment::lost_or_gone`]).
+const LOST_GRACE: Duration = Duration::from_millis(500);
 /// How long Asterisk may take to bring a new channel into the application.
 pub const STASIS_START_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long removals Asterisk does not answer are tried again, and the first and longest
@@ -311,7 +314,7 @@ impl<'a> Attachment<'a> {
                 Notice::Gone { id } if id == target => return Ended::Gone,
                 Notice::Gone { id } if self.owns(&id) => {
                     self.lost(&id);
-                    return Ended::Lost(id);
+                    return self.lost_or_gone(&target, id).await;
                 }
                 Notice::Dtmf { channel, digit } if channel == target => dtmf(digit),
                 Notice::Moved { channel, .. }
@@ -332,6 +335,24 @@ impl<'a> Attachment<'a> {
         let mut removal = std::mem::take(&mut self.doomed);
         removal.channels.push(self.channel);
         self.all.remove(removal, REMOVAL_RETRY).await;
+    }
+
+    /// One of the attachment's own objects (`lost`) went away. A snoop channel goes down with
+    /// its call, and Asterisk may report its end before the call's: if the call (or
+    /// conference) is reported gone within [`LOST_GRACE`], that is why.
+    async fn lost_or_gone(&mut self, target: &str, lost: String) -> Ended {
+        let grace = tokio::time::sleep(LOST_GRACE);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                Some(notice) = self.notices.recv() => {
+                    if matches!(&notice, Notice::Gone { id } if id == target) {
+                        return Ended::Gone;
+                    }
+                }
+                _ = &mut grace => return Ended::Lost(lost),
+            }
+        }
     }
 
     /// Whether `id` is one of the attachment's own objects, whose loss ends it.
