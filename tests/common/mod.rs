@@ -29,6 +29,18 @@ pub fn ari_url() -> String {
     std::env::var("MEDIASTREAM_TEST_ARI_URL").unwrap_or_else(|_| "http://127.0.0.1:18088".into())
 }
 
+/// `host:port` of the tests' Asterisk, for proxies put in front of it.
+pub fn ari_upstream() -> String {
+    let url: reqwest::Url = ari_url()
+        .parse()
+        .expect("MEDIASTREAM_TEST_ARI_URL is a URL");
+    format!(
+        "{}:{}",
+        url.host_str().expect("host"),
+        url.port_or_known_default().expect("port")
+    )
+}
+
 pub fn ari_settings(app: &str) -> AriSettings {
     AriSettings {
         url: ari_url()

@@ -32,11 +32,9 @@ struct State {
 impl AriProxy {
     /// A proxy in front of the tests' Asterisk (`MEDIASTREAM_TEST_ARI_URL`, plain http).
     pub async fn in_front_of_asterisk() -> AriProxy {
-        let upstream: SocketAddr = super::ari_url()
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
+        let upstream: SocketAddr = super::ari_upstream()
             .parse()
-            .expect("MEDIASTREAM_TEST_ARI_URL is http://host:port");
+            .expect("MEDIASTREAM_TEST_ARI_URL names an IP address and port");
         AriProxy::start(upstream).await
     }
 
@@ -47,7 +45,7 @@ impl AriProxy {
         settings
     }
 
-    pub async fn start(upstream: SocketAddr) -> AriProxy {
+    async fn start(upstream: SocketAddr) -> AriProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let proxy = AriProxy {
             addr: listener.local_addr().expect("addr"),

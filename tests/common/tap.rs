@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::ari_url;
+use super::ari_upstream;
 
 /// Keeps the request line of every HTTP request sent through it (REST and the event socket's
 /// upgrade).
@@ -17,12 +17,7 @@ pub struct Tap {
 
 impl Tap {
     pub async fn start() -> Tap {
-        let upstream: reqwest::Url = ari_url().parse().expect("ARI URL");
-        let upstream = format!(
-            "{}:{}",
-            upstream.host_str().expect("host"),
-            upstream.port_or_known_default().expect("port")
-        );
+        let upstream = ari_upstream();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let lines = Arc::new(Mutex::new(Vec::new()));
