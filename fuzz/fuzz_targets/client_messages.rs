@@ -303,7 +303,7 @@ impl Harness {
         match op {
             Op::Text => {
                 let message = match std::str::from_utf8(body) {
-                    Ok(text) => Inbound::Text(text.to_owned()),
+                    Ok(text) => Inbound::Text(text.into()),
                     Err(_) => Inbound::Malformed("a text frame that is not UTF-8".into()),
                 };
                 self.client(message);
@@ -412,7 +412,7 @@ impl Harness {
         }
         match self.encapsulation {
             Encapsulation::Twilio => match twilio::parse(text) {
-                Ok(twilio::ClientMessage::Mark(name)) => Some(name),
+                Ok(twilio::ClientMessage::Mark(name)) => Some(name.into_owned()),
                 _ => None,
             },
             _ => match parse_control(text) {
@@ -466,9 +466,12 @@ impl Harness {
             }
             Encapsulation::Twilio => {
                 let payload = STANDARD.encode(&audio[..len / 2]);
-                Inbound::Text(format!(
-                    r#"{{"event":"media","sequenceNumber":"{seq}","media":{{"track":"outbound","payload":"{payload}"}},"streamSid":"MZ1"}}"#
-                ))
+                Inbound::Text(
+                    format!(
+                        r#"{{"event":"media","sequenceNumber":"{seq}","media":{{"track":"outbound","payload":"{payload}"}},"streamSid":"MZ1"}}"#
+                    )
+                    .into(),
+                )
             }
         }
     }

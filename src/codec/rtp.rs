@@ -155,6 +155,13 @@ impl RtpSender {
         self.timestamp = self.timestamp.wrapping_add(samples);
         header
     }
+
+    /// Leaves out `packets` packets of `samples` samples in all, as a sender that dropped
+    /// them does: the receiver sees the gap in sequence numbers and timestamps.
+    pub fn skip(&mut self, packets: u16, samples: u32) {
+        self.sequence = self.sequence.wrapping_add(packets);
+        self.timestamp = self.timestamp.wrapping_add(samples);
+    }
 }
 
 #[cfg(test)]
@@ -177,6 +184,17 @@ mod tests {
         let n = write(h, payload, &mut out).unwrap();
         assert_eq!(n, out.len());
         out
+    }
+
+    #[test]
+    fn a_skip_leaves_its_gap_in_sequence_and_timestamp() {
+        let mut sender = RtpSender::new(7, u16::MAX, u32::MAX - 100, 0);
+        let first = sender.next_header(160);
+        sender.skip(2, 320);
+        let next = sender.next_header(160);
+        assert!(first.marker && !next.marker);
+        assert_eq!(next.sequence, first.sequence.wrapping_add(3));
+        assert_eq!(next.timestamp, first.timestamp.wrapping_add(480));
     }
 
     #[test]

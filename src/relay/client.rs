@@ -119,7 +119,7 @@ impl ClientConn {
 pub fn inbound(message: Result<Message, WsError>) -> Option<Inbound> {
     Some(match message {
         Ok(Message::Binary(bytes)) => Inbound::Binary(bytes),
-        Ok(Message::Text(text)) => Inbound::Text(text.as_str().to_owned()),
+        Ok(Message::Text(text)) => Inbound::Text(text),
         Ok(Message::Close(_)) => Inbound::Close,
         Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => return None,
         Err(WsError::Capacity(CapacityError::MessageTooLong { .. })) => Inbound::TooLarge,
@@ -133,7 +133,7 @@ pub fn inbound(message: Result<Message, WsError>) -> Option<Inbound> {
 pub fn wire(message: Outbound) -> Message {
     match message {
         Outbound::Binary(bytes) => Message::Binary(bytes),
-        Outbound::Text(text) => Message::Text(text.into()),
+        Outbound::Text(text) => Message::Text(text),
         Outbound::Close { code, reason } => Message::Close(Some(CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),

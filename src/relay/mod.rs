@@ -18,12 +18,13 @@ pub mod stream;
 pub mod worker;
 
 use bytes::Bytes;
+pub use tungstenite::Utf8Bytes;
 
 /// A message from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
     Binary(Bytes),
-    Text(String),
+    Text(Utf8Bytes),
     /// The client closed, or its connection ended.
     Close,
     /// The message was larger than the WebSocket layer accepts.
@@ -36,7 +37,7 @@ pub enum Inbound {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
     Binary(Bytes),
-    Text(String),
+    Text(Utf8Bytes),
     Close { code: u16, reason: String },
 }
 

@@ -1,7 +1,11 @@
 //! The stream core under virtual time: no sockets, no runtime, one clock that only the test
 //! moves. Each test drives the core as a driver would and checks what it polls.
 
+use bytes::Bytes;
+
 use super::*;
+use crate::codec::audiosocket::Kind;
+use crate::codec::rtp;
 use crate::domain::{CallId, ConferenceId};
 
 /// Bytes of one 20 ms frame of 16-bit audio.
@@ -83,7 +87,7 @@ impl Harness {
     }
 
     fn text(&mut self, text: &str) {
-        self.client(Inbound::Text(text.to_owned()));
+        self.client(Inbound::Text(text.into()));
     }
 
     fn binary(&mut self, bytes: Vec<u8>) {
@@ -527,7 +531,7 @@ fn every_end_has_its_close_code_and_stopped_reason() {
         assert!(n >= 2, "case {i}: {out:?}");
         assert_eq!(
             out[n - 2],
-            Outbound::Text(format!(r#"{{"type":"stopped","reason":"{reason}"}}"#)),
+            Outbound::Text(format!(r#"{{"type":"stopped","reason":"{reason}"}}"#).into()),
             "case {i}"
         );
         assert!(
