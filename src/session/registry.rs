@@ -407,7 +407,7 @@ impl Registry {
         Ok(())
     }
 
-    fn apply(&self, event: &Event) {
+    pub(in crate::session) fn apply(&self, event: &Event) {
         {
             let mut state = self.lock();
             match event {

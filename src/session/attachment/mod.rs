@@ -7,7 +7,8 @@
 //!   the application and ties it to its call or conference (`tie.rs`);
 //! - [`Attachment::follow`] follows the call into and out of bridges and puts the channel back
 //!   into its bridge if someone takes it out, until the call or conference, or one of the
-//!   attachment's own objects, goes away;
+//!   attachment's own objects, goes away; what it decides, and when, is `core.rs`'s
+//!   [`FollowCore`], which it drives;
 //! - [`Attachment::teardown`] removes everything it made and waits for Asterisk to report each
 //!   gone. It takes the attachment, so it happens once.
 //!
@@ -28,14 +29,13 @@ use super::registry::{GONE_TIMEOUT, Notice, Registry, SessionError};
 use crate::ari::{AriClient, AriErrorKind};
 use crate::domain::{CallId, INTERNAL_PREFIX, Resource};
 
+mod core;
 mod tie;
 
+pub use self::core::Ended;
+use self::core::{FollowCore, Step};
 pub use tie::Tap;
-use tie::{MOVE_SETTLE, Shared, Tie};
-
-/// How long after the loss of one of its own objects an attachment waits for word that its
-/// call or conference went too (see [`Attachment::lost_or_gone`]).
-const LOST_GRACE: Duration = Duration::from_millis(500);
+use tie::{Shared, Tie};
 /// How long Asterisk may take to bring a new channel into the application.
 pub const STASIS_START_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long removals Asterisk does not answer are tried again, and the first and longest
@@ -72,10 +72,9 @@ pub struct Attachment<'a> {
     /// What it hangs on: its end is the attachment's end.
     resource: Resource,
     tap: Tap,
-    /// The externalMedia channel, named before it is made.
-    channel: String,
-    /// How the channel is tied, once it is.
-    tie: Option<Tie>,
+    /// The following's decisions; holds the externalMedia channel's id (named before it is
+    /// made) and how it is tied.
+    core: FollowCore,
     /// Objects being replaced while following the call; removed once the new ones stand.
     doomed: Removal,
     /// The attachment's key with the registry, for every object it follows.
@@ -83,19 +82,6 @@ pub struct Attachment<'a> {
     notices: mpsc::UnboundedReceiver<Notice>,
     /// Given to the registry with every watch; held here, so that `notices` never closes.
     notify: mpsc::UnboundedSender<Notice>,
-    /// When the call's last bridge move has settled, if one is pending.
-    settle: Option<Instant>,
-}
-
-/// Why an attachment ended while it was followed.
-#[derive(Debug)]
-pub enum Ended {
-    /// Its call hung up or its conference was destroyed.
-    Gone,
-    /// One of its own objects (named) went away.
-    Lost(String),
-    /// Following the call failed.
-    Failed(SessionError),
 }
 
 /// Channels to hang up and bridges to destroy.
@@ -121,6 +107,21 @@ impl Attachments {
             unremoved: Mutex::default(),
             shutdown,
             asterisk_down,
+        }
+    }
+
+    /// Whether the call or conference is known to Asterisk no more. Any other answer (Asterisk
+    /// out of reach) is not taken for a hangup.
+    pub async fn resource_gone(&self, resource: &Resource) -> bool {
+        match resource {
+            Resource::Call(id) => matches!(
+                self.registry.find_call(id).await,
+                Err(SessionError::CallNotFound(_))
+            ),
+            Resource::Conference(id) => matches!(
+                self.registry.find_conference(id).await,
+                Err(SessionError::ConferenceNotFound(_))
+            ),
         }
     }
 
@@ -254,15 +255,13 @@ impl<'a> Attachment<'a> {
         let (notify, notices) = mpsc::unbounded_channel();
         Attachment {
             all,
+            core: FollowCore::new(&resource, channel),
             resource,
             tap,
-            channel,
-            tie: None,
             doomed: Removal::default(),
             key: all.registry.new_key(),
             notices,
             notify,
-            settle: None,
         }
     }
 
@@ -275,12 +274,13 @@ impl<'a> Attachment<'a> {
         request: impl Future<Output = Result<T, SessionError>>,
     ) -> Result<T, SessionError> {
         let registry = &self.all.registry;
-        let entered = registry.expect_stasis_start(&self.channel);
-        self.watch(&self.channel);
+        let channel = self.core.channel().to_owned();
+        let entered = registry.expect_stasis_start(&channel);
+        self.watch(&channel);
         let made = request
             .await
-            .inspect_err(|_| registry.cancel_stasis_start(&self.channel))?;
-        wait_stasis_start(entered, &self.channel).await?;
+            .inspect_err(|_| registry.cancel_stasis_start(&channel))?;
+        wait_stasis_start(entered, &channel).await?;
         self.tie().await?;
         Ok(made)
     }
@@ -289,40 +289,34 @@ impl<'a> Attachment<'a> {
     /// channel follows the call's bridge moves, is put back into its bridge if someone takes it
     /// out, and digits received from the call go to `dtmf`. May be dropped at any point.
     pub async fn follow(&mut self, mut dtmf: impl FnMut(String)) -> Ended {
-        let (target, is_call) = match &self.resource {
-            Resource::Call(id) => (id.as_str().to_owned(), true),
-            Resource::Conference(id) => (id.as_str().to_owned(), false),
-        };
         loop {
-            let settle = self.settle;
-            let notice = tokio::select! {
-                // `self.notify` keeps the channel open: there is always a next notice.
-                Some(notice) = self.notices.recv() => notice,
-                // A bridge move comes as a leave then an enter: act once the pair has settled,
-                // reading other notices (a hangup) meanwhile.
-                _ = tokio::time::sleep_until(settle.unwrap_or_else(Instant::now)),
-                    if settle.is_some() =>
-                {
-                    self.settle = None;
-                    match self.settled().await {
-                        Ok(()) => continue,
-                        Err(e) => return Ended::Failed(e),
+            while let Some(step) = self.core.poll() {
+                match step {
+                    Step::Dtmf(digit) => dtmf(digit),
+                    Step::Lost(id) => self.lost(&id),
+                    Step::Settled => {
+                        if let Err(e) = self.settled().await {
+                            self.core.handle_follow_failed(e.to_string());
+                        }
                     }
+                    Step::CheckResource => {
+                        let gone = self.all.resource_gone(&self.resource).await;
+                        self.core.handle_resource(gone);
+                    }
+                    Step::Ended(ended) => return ended,
                 }
-            };
-            match notice {
-                Notice::Gone { id } if id == target => return Ended::Gone,
-                Notice::Gone { id } if self.owns(&id) => {
-                    self.lost(&id);
-                    return self.lost_or_gone(&target, id).await;
+            }
+            let deadline = self.core.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                // `self.notify` keeps the channel open: there is always a next notice.
+                Some(notice) = self.notices.recv() => {
+                    self.core.handle_notice(Instant::now().into_std(), notice);
                 }
-                Notice::Dtmf { channel, digit } if channel == target => dtmf(digit),
-                Notice::Moved { channel, .. }
-                    if (is_call && channel == target) || channel == self.channel =>
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
+                    if deadline.is_some() =>
                 {
-                    self.settle = Some(Instant::now() + MOVE_SETTLE);
+                    self.core.handle_timeout(Instant::now().into_std());
                 }
-                _ => {}
             }
         }
     }
@@ -333,31 +327,8 @@ impl<'a> Attachment<'a> {
         self.all.registry.unwatch(self.key);
         self.retire();
         let mut removal = std::mem::take(&mut self.doomed);
-        removal.channels.push(self.channel);
+        removal.channels.push(self.core.channel().to_owned());
         self.all.remove(removal, REMOVAL_RETRY).await;
-    }
-
-    /// One of the attachment's own objects (`lost`) went away. A snoop channel goes down with
-    /// its call, and Asterisk may report its end before the call's: if the call (or
-    /// conference) is reported gone within [`LOST_GRACE`], that is why.
-    async fn lost_or_gone(&mut self, target: &str, lost: String) -> Ended {
-        let grace = tokio::time::sleep(LOST_GRACE);
-        tokio::pin!(grace);
-        loop {
-            tokio::select! {
-                Some(notice) = self.notices.recv() => {
-                    if matches!(&notice, Notice::Gone { id } if id == target) {
-                        return Ended::Gone;
-                    }
-                }
-                _ = &mut grace => return Ended::Lost(lost),
-            }
-        }
-    }
-
-    /// Whether `id` is one of the attachment's own objects, whose loss ends it.
-    fn owns(&self, id: &str) -> bool {
-        id == self.channel || self.tie.as_ref().is_some_and(|tie| tie.owns(id))
     }
 
     /// Sends the registry's notices about `id` to this attachment, until its teardown.
@@ -372,14 +343,15 @@ impl<'a> Attachment<'a> {
             let call = call.clone();
             self.follow_call(&call).await?;
         }
-        let Some(bridge) = self.tie.as_ref().map(Tie::bridge) else {
+        let Some(bridge) = self.core.tie().map(Tie::bridge) else {
             return Ok(());
         };
-        if self.all.registry.bridge_of(&self.channel).as_deref() == Some(bridge) {
+        let channel = self.core.channel();
+        if self.all.registry.bridge_of(channel).as_deref() == Some(bridge) {
             return Ok(());
         }
         tracing::info!(%bridge, "media channel taken out of its bridge: putting it back");
-        match self.all.ari.add_channel(bridge, &self.channel).await {
+        match self.all.ari.add_channel(bridge, channel).await {
             Ok(()) => Ok(()),
             // Back in already (the events were behind).
             Err(e) if e.kind() == AriErrorKind::WrongState => Ok(()),

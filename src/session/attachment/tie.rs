@@ -41,6 +41,37 @@ impl Tap {
     }
 }
 
+/// The two ways a call is tied; a conference has only one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    Direct,
+    Snoop,
+}
+
+/// Which tie fits a call: direct while the call is idle in Stasis — in no bridge, or in the
+/// service's own bridge for it (`shared`) — and the attachment speaks; a snoop otherwise. The
+/// one place this is decided, for the first tie and after every move.
+pub fn fitting(tap: Tap, in_stasis: bool, now_in: Option<&str>, shared: Option<&str>) -> Way {
+    let idle_or_ours = now_in.is_none() || now_in == shared;
+    if tap.direct_when_idle() && in_stasis && idle_or_ours {
+        Way::Direct
+    } else {
+        Way::Snoop
+    }
+}
+
+/// Whether a call that moved (it is now in `now_in`) may no longer fit its `tie`, so that its
+/// state must be read: a direct tie whose bridge the call left, or a snoop on a call that left
+/// every bridge while the attachment speaks. Otherwise the tie stands as it is.
+pub fn may_not_fit(tie: Option<&Tie>, tap: Tap, now_in: Option<&str>) -> bool {
+    match tie {
+        Some(Tie::Direct { bridge, .. }) => now_in != Some(bridge.as_str()),
+        Some(Tie::Snoop { .. }) => now_in.is_none() && tap.direct_when_idle(),
+        Some(Tie::Conference { .. }) => false,
+        None => true,
+    }
+}
+
 /// How the channel is tied; each names the bridge the channel belongs in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tie {
@@ -158,8 +189,10 @@ impl Attachment<'_> {
         let call = match &self.resource {
             Resource::Conference(id) => {
                 self.watch(id.as_str());
-                self.tie = Some(Tie::Conference { bridge: id.clone() });
-                all.ari.add_channel(id.as_str(), &self.channel).await?;
+                self.core.set_tie(Tie::Conference { bridge: id.clone() });
+                all.ari
+                    .add_channel(id.as_str(), self.core.channel())
+                    .await?;
                 return Ok(());
             }
             Resource::Call(id) => id.clone(),
@@ -169,11 +202,15 @@ impl Attachment<'_> {
         let channel = all.call_channel(&call).await?;
         let _guard = all.lock_call(&call).await;
         let now_in = all.registry.bridge_of(call.as_str());
-        let idle_or_ours = now_in.is_none() || now_in == all.shared_bridge(&call);
-        if self.tap.direct_when_idle() && in_stasis(&channel) && idle_or_ours {
-            self.tie_direct(&call).await
-        } else {
-            self.tie_snoop(&call).await
+        let shared = all.shared_bridge(&call);
+        match fitting(
+            self.tap,
+            in_stasis(&channel),
+            now_in.as_deref(),
+            shared.as_deref(),
+        ) {
+            Way::Direct => self.tie_direct(&call).await,
+            Way::Snoop => self.tie_snoop(&call).await,
         }
     }
 
@@ -181,11 +218,11 @@ impl Attachment<'_> {
     /// putting the call back in if it was taken out. The caller holds the call's lock.
     async fn tie_direct(&mut self, call: &CallId) -> Result<(), SessionError> {
         let all = self.all;
-        let bridge = match &self.tie {
+        let bridge = match self.core.tie() {
             Some(Tie::Direct { bridge, .. }) => bridge.clone(),
             _ => {
                 let bridge = all.take_share(call);
-                self.tie = Some(Tie::Direct {
+                self.core.set_tie(Tie::Direct {
                     call: call.clone(),
                     bridge: bridge.clone(),
                 });
@@ -202,7 +239,7 @@ impl Attachment<'_> {
             all.ari.add_channel(&bridge, call.as_str()).await?;
         }
         self.watch(&bridge);
-        all.ari.add_channel(&bridge, &self.channel).await?;
+        all.ari.add_channel(&bridge, self.core.channel()).await?;
         Ok(())
     }
 
@@ -210,7 +247,7 @@ impl Attachment<'_> {
     async fn tie_snoop(&mut self, call: &CallId) -> Result<(), SessionError> {
         let all = self.all;
         let (snoop, bridge) = (internal_id("sn"), internal_id("br"));
-        self.tie = Some(Tie::Snoop {
+        self.core.set_tie(Tie::Snoop {
             snoop: snoop.clone(),
             bridge: bridge.clone(),
         });
@@ -225,47 +262,45 @@ impl Attachment<'_> {
         all.ari.create_bridge(&bridge, &all.app).await?;
         self.watch(&bridge);
         all.ari.add_channel(&bridge, &snoop).await?;
-        all.ari.add_channel(&bridge, &self.channel).await?;
+        all.ari.add_channel(&bridge, self.core.channel()).await?;
         Ok(())
     }
 
-    /// The call entered or left a bridge (and [`MOVE_SETTLE`] has passed): re-ties the channel
-    /// if its tie no longer fits. The client stays connected throughout; it may hear a short
+    /// The call entered or left a bridge (and the move has settled): re-ties the channel if
+    /// its tie no longer fits. The client stays connected throughout; it may hear a short
     /// silence.
     pub(super) async fn follow_call(&mut self, call: &CallId) -> Result<(), SessionError> {
         let all = self.all;
         let _guard = all.lock_call(call).await;
         let now_in = all.registry.bridge_of(call.as_str());
-        let may_not_fit = match &self.tie {
-            Some(Tie::Direct { bridge, .. }) => now_in.as_ref() != Some(bridge),
-            Some(Tie::Snoop { .. }) => now_in.is_none() && self.tap.direct_when_idle(),
-            Some(Tie::Conference { .. }) | None => false,
-        };
-        if !may_not_fit {
+        if !may_not_fit(self.core.tie(), self.tap, now_in.as_deref()) {
             return Ok(());
         }
-        let idle = now_in.is_none() && in_stasis(&all.call_channel(call).await?);
-        match &self.tie {
-            Some(Tie::Direct { .. }) if idle => {
+        let in_stasis = in_stasis(&all.call_channel(call).await?);
+        let shared = all.shared_bridge(call);
+        let way = fitting(self.tap, in_stasis, now_in.as_deref(), shared.as_deref());
+        let channel = self.core.channel().to_owned();
+        match (self.core.tie(), way) {
+            (Some(Tie::Direct { .. }), Way::Direct) => {
                 // Taken out of the service's bridge and left idle: put it back.
                 tracing::info!("call left the stream's bridge: bridging it again");
                 self.tie_direct(call).await
             }
-            Some(Tie::Direct { bridge, .. }) => {
+            (Some(Tie::Direct { bridge, .. }), Way::Snoop) => {
                 // In someone else's bridge, or back in dialplan: listen through a snoop.
                 tracing::info!(bridge = ?now_in, "call moved: following through a snoop");
-                let _ = all.ari.remove_channel(bridge, &self.channel).await;
+                let _ = all.ari.remove_channel(bridge, &channel).await;
                 self.retire();
                 let tied = self.tie_snoop(call).await;
                 self.remove_doomed().await;
                 tied
             }
-            Some(Tie::Snoop { bridge, .. }) if idle => {
+            (Some(Tie::Snoop { bridge, .. }), Way::Direct) => {
                 // Back to idle: whisper would go nowhere; bridge the call itself.
                 tracing::info!("call left its bridge: following it directly");
                 let private = bridge.clone();
                 self.retire();
-                let _ = all.ari.remove_channel(&private, &self.channel).await;
+                let _ = all.ari.remove_channel(&private, &channel).await;
                 let tied = self.tie_direct(call).await;
                 self.remove_doomed().await;
                 tied
@@ -277,7 +312,7 @@ impl Attachment<'_> {
     /// One of the attachment's objects is gone. A call's shared bridge destroyed by someone is
     /// forgotten, so that the call's next attachment makes a new one.
     pub(super) fn lost(&self, id: &str) {
-        if let Some(Tie::Direct { bridge, .. }) = &self.tie
+        if let Some(Tie::Direct { bridge, .. }) = self.core.tie()
             && bridge == id
         {
             self.all.forget_shared(bridge);
@@ -288,7 +323,7 @@ impl Attachment<'_> {
     /// back, and the bridge doomed only with its last share. Awaits nothing, so that no object
     /// is lost if what follows is cut short.
     pub(super) fn retire(&mut self) {
-        match self.tie.take() {
+        match self.core.take_tie() {
             Some(Tie::Direct { call, bridge }) => {
                 self.doomed
                     .bridges
@@ -349,6 +384,52 @@ mod tests {
         let bridge = all.take_share(&call);
         all.forget_shared(&bridge);
         assert_eq!(all.release_share(&call, &bridge), None);
+    }
+
+    const LISTEN: Tap = Tap {
+        spy: Direction::Both,
+        whisper: Direction::None,
+    };
+
+    #[test]
+    fn an_idle_call_is_tied_directly_when_the_attachment_speaks() {
+        assert_eq!(fitting(Tap::STREAM, true, None, None), Way::Direct);
+        // In the service's own bridge for it (another attachment's): joined there.
+        assert_eq!(
+            fitting(Tap::STREAM, true, Some("ours"), Some("ours")),
+            Way::Direct
+        );
+        // In someone else's bridge, in dialplan, or heard only: a snoop.
+        assert_eq!(
+            fitting(Tap::STREAM, true, Some("theirs"), Some("ours")),
+            Way::Snoop
+        );
+        assert_eq!(fitting(Tap::STREAM, false, None, None), Way::Snoop);
+        assert_eq!(fitting(LISTEN, true, None, None), Way::Snoop);
+    }
+
+    #[test]
+    fn a_tie_is_read_again_only_when_a_move_may_have_broken_it() {
+        let direct = Tie::Direct {
+            call: CallId::parse("c1").expect("id"),
+            bridge: "ours".into(),
+        };
+        assert!(!may_not_fit(Some(&direct), Tap::STREAM, Some("ours")));
+        assert!(may_not_fit(Some(&direct), Tap::STREAM, None));
+        assert!(may_not_fit(Some(&direct), Tap::STREAM, Some("theirs")));
+        let snoop = Tie::Snoop {
+            snoop: "sn".into(),
+            bridge: "br".into(),
+        };
+        assert!(!may_not_fit(Some(&snoop), Tap::STREAM, Some("theirs")));
+        assert!(may_not_fit(Some(&snoop), Tap::STREAM, None));
+        // One that only listens stays a snoop whatever the call does.
+        assert!(!may_not_fit(Some(&snoop), LISTEN, None));
+        let conference = Tie::Conference {
+            bridge: ConferenceId::parse("conf").expect("id"),
+        };
+        assert!(!may_not_fit(Some(&conference), Tap::STREAM, None));
+        assert!(may_not_fit(None, Tap::STREAM, None));
     }
 
     #[test]

@@ -216,10 +216,9 @@ impl Streams {
             _ = stop.cancelled() => "stopped",
             end = attachment.follow(|_| {}) => match end {
                 Ended::Gone => "its call or conference ended",
-                Ended::Lost(_) => "its Asterisk objects went away",
-                Ended::Failed(e) => {
-                    tracing::warn!(error = %e, "following the call failed");
-                    "following the call failed"
+                Ended::Failed(why) => {
+                    tracing::warn!(%why, "external media failed");
+                    "it failed"
                 }
             },
         };

@@ -240,14 +240,13 @@ impl Streams {
         }
     }
 
-    /// Why an attachment whose setup or objects failed should end: `Hangup` if its call or
-    /// conference is gone (the failure was a consequence), else a failure.
+    /// Why a stream whose setup failed should end: `Hangup` if its call or conference is gone
+    /// (the failure was a consequence), else a failure ([`Ended::after_failure`]).
     async fn ended_or_failed(&self, resource: &Resource, why: String) -> EndReason {
-        match self.find(resource).await {
-            Err(SessionError::CallNotFound(_) | SessionError::ConferenceNotFound(_)) => {
-                EndReason::Hangup
-            }
-            _ => EndReason::Failure(why),
+        let gone = self.attachments.resource_gone(resource).await;
+        match Ended::after_failure(gone, why) {
+            Ended::Gone => EndReason::Hangup,
+            Ended::Failed(why) => EndReason::Failure(why),
         }
     }
 
@@ -437,15 +436,7 @@ impl Streams {
                 .await;
             let reason = match ended {
                 Ended::Gone => EndReason::Hangup,
-                // A call's hangup takes its snoop with it, sometimes first.
-                Ended::Lost(id) => {
-                    let why = format!("{id} went away");
-                    self.ended_or_failed(&resource, why).await
-                }
-                Ended::Failed(e) => {
-                    let why = format!("following the call: {e}");
-                    self.ended_or_failed(&resource, why).await
-                }
+                Ended::Failed(why) => EndReason::Failure(why),
             };
             let _ = signal_tx.send(Signal::End(reason));
             std::future::pending::<Infallible>().await
