@@ -271,6 +271,8 @@ struct Harness {
     reorder_bytes: usize,
     /// The reason the stream ended with, once it has.
     ended: Option<EndReason>,
+    /// Whether the session was asked about a closed leg.
+    leg_closed_asked: bool,
     checker: Checker,
 }
 
@@ -279,7 +281,7 @@ impl Harness {
         let spec = &config.spec;
         let frame_samples = spec.format.frame_samples();
         let leg_frame_bytes = frame_samples * spec.leg_format.sample_bytes();
-        // As the core sizes its queue and reorder window (core.rs, StreamCore::new).
+        // As the core sizes its queue and reorder window (core.rs and core/dialect/rtp.rs).
         let prebuffer = spec.jitter_ms.div_ceil(20) as usize;
         let max_frames = ((spec.max_queue_ms / 20).max(1) as usize).max(prebuffer);
         let window = prebuffer.clamp(1, 64);
@@ -293,6 +295,7 @@ impl Harness {
             reorder_bytes,
             now: t0(),
             ended: None,
+            leg_closed_asked: false,
             checker,
             core: StreamCore::new(config),
         }
@@ -329,7 +332,7 @@ impl Harness {
                 };
                 self.leg(&vec![fill; len]);
             }
-            Op::LegClosed => self.core.handle_leg_closed(self.now),
+            Op::LegClosed => self.core.handle_leg_closed(),
             Op::Signal => {
                 let signal = match b.byte() % 10 {
                     0 => {
@@ -524,7 +527,12 @@ impl Harness {
 
     fn take_actions(&mut self) {
         let mut n = 0;
-        while let Some(Action::Dtmf(digits)) = self.core.poll_action() {
+        while let Some(action) = self.core.poll_action() {
+            let Action::Dtmf(digits) = action else {
+                assert!(!self.leg_closed_asked, "the session was asked twice");
+                self.leg_closed_asked = true;
+                continue;
+            };
             n += 1;
             assert!((1..=32).contains(&digits.len()), "DTMF {digits:?}");
             assert!(

@@ -61,9 +61,6 @@ pub const MAX_PENDING_MARKS: usize = 1024;
 pub const MAX_PENDING_EVENTS: usize = 2048;
 /// DTMF requests that may wait for the session; more are dropped and counted.
 const MAX_PENDING_ACTIONS: usize = 16;
-/// How long a closed leg waits for the session to say why (usually a hangup, which Asterisk's
-/// events report a moment after the media connection closes) before calling it a failure.
-pub const LEG_CLOSED_GRACE: Duration = Duration::from_millis(300);
 pub const PTIME: Duration = Duration::from_millis(PTIME_MS as u64);
 
 /// What a stream is, as the client asked for it.
@@ -122,11 +119,15 @@ pub enum Signal {
     AsteriskUnreachable(bool),
 }
 
-/// From the stream to the session: what needs Asterisk.
+/// From the stream to the session: what needs Asterisk, or the session's word.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Play these DTMF digits into the call.
     Dtmf(String),
+    /// Asterisk closed the leg. Usually a hangup, which Asterisk's events report a moment
+    /// later: the session decides which, and says so with [`Signal::End`]. Asked once; never
+    /// dropped.
+    LegClosed,
 }
 
 /// Why a stream ended.
@@ -254,8 +255,8 @@ pub struct Stats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     Running,
-    /// Asterisk closed the leg at this moment; waiting for the session to say why.
-    LegClosed(Instant),
+    /// Asterisk closed the leg; waiting for the session to say why.
+    LegClosed,
     Ended(EndReason),
 }
 
@@ -449,13 +450,13 @@ impl StreamCore {
         state.phase == Phase::Running && !state.xoff && state.playout.has_room()
     }
 
-    /// When [`StreamCore::handle_timeout`] wants to be called next; `None` once ended.
+    /// When [`StreamCore::handle_timeout`] wants to be called next; `None` once ended, and
+    /// while a closed leg waits for the session.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.state.poll_timeout()
     }
 
-    /// Time has passed: frames may be due towards Asterisk, the token may have expired, a
-    /// closed leg may have waited long enough.
+    /// Time has passed: frames may be due towards Asterisk, the token may have expired.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.state.handle_timeout(now);
     }
@@ -521,10 +522,12 @@ impl StreamCore {
         self.state.handle_leg(now, payload);
     }
 
-    /// Asterisk closed the leg.
-    pub fn handle_leg_closed(&mut self, now: Instant) {
+    /// Asterisk closed the leg: the session is asked why ([`Action::LegClosed`]), and the
+    /// stream waits for its word.
+    pub fn handle_leg_closed(&mut self) {
         if self.state.phase == Phase::Running {
-            self.state.phase = Phase::LegClosed(now);
+            self.state.phase = Phase::LegClosed;
+            self.state.actions.push_back(Action::LegClosed);
         }
     }
 
@@ -681,21 +684,13 @@ impl State {
                         at.min(self.pacer.next_deadline())
                     }),
             ),
-            Phase::LegClosed(at) => Some(at + LEG_CLOSED_GRACE),
-            Phase::Ended(_) => None,
+            Phase::LegClosed | Phase::Ended(_) => None,
         }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        match self.phase {
-            Phase::Running => {}
-            Phase::LegClosed(at) => {
-                if now >= at + LEG_CLOSED_GRACE {
-                    self.end(EndReason::Failure("Asterisk closed the media leg".into()));
-                }
-                return;
-            }
-            Phase::Ended(_) => return,
+        if self.phase != Phase::Running {
+            return;
         }
         if self.config.expires_at.is_some_and(|at| now >= at) {
             self.end(EndReason::TokenExpired);

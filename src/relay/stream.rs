@@ -161,7 +161,7 @@ where
             received = leg.recv(), if leg_open => match received {
                 Ok(payload) => core.handle_leg(Instant::now(), payload),
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    core.handle_leg_closed(Instant::now());
+                    core.handle_leg_closed();
                 }
                 Err(e) => core.end(EndReason::Failure(format!("receiving from Asterisk: {e}"))),
             },
@@ -177,8 +177,13 @@ where
             }
         }
         while let Some(action) = core.poll_action() {
-            if channels.actions.try_send(action).is_err() {
-                reporter.dtmf_backlog += 1;
+            match channels.actions.try_send(action) {
+                Ok(()) => {}
+                // The stream waits for the session's word on it: it must arrive.
+                Err(mpsc::error::TrySendError::Full(Action::LegClosed)) => {
+                    let _ = channels.actions.send(Action::LegClosed).await;
+                }
+                Err(_) => reporter.dtmf_backlog += 1,
             }
         }
     }

@@ -6,12 +6,13 @@
 //! Every timer of the following lives here, and so does the one decision every kind of
 //! attachment shares: did it end because its call hung up (or its conference went), or did
 //! something fail? One of its own objects going away (a snoop, a bridge, the channel) is
-//! often the first sign of a hangup — Asterisk may report a snoop's end before its call's —
-//! so a loss waits [`LOST_GRACE`] for word of the call; past it, the driver asks Asterisk, and
-//! a call that is gone still makes it a hangup.
+//! often the first sign of a hangup — Asterisk may report a snoop's end before its call's, and
+//! closes a stream's media connection before it reports the call's end — so a loss waits
+//! [`LOST_GRACE`] for word of the call; past it, the driver asks Asterisk, and a call that is
+//! gone still makes it a hangup.
 //!
 //! ```text
-//!   handle_notice(now, notice)   handle_timeout(now)
+//!   handle_notice(now, notice)   handle_media_closed(now)   handle_timeout(now)
 //!   handle_follow_failed(why)    handle_resource(gone)
 //!        ──►  FollowCore  ──►
 //!   poll_timeout()   poll()  (Dtmf, Lost, Settled, CheckResource, Ended)
@@ -166,6 +167,18 @@ impl FollowCore {
                 self.settle = Some(now + MOVE_SETTLE);
             }
             _ => {}
+        }
+    }
+
+    /// Asterisk closed the channel's media connection (a stream's AudioSocket leg): a loss
+    /// like any of the attachment's own objects.
+    pub fn handle_media_closed(&mut self, now: Instant) {
+        if self.phase == Phase::Following {
+            self.settle = None;
+            self.phase = Phase::Lost {
+                why: "Asterisk closed the media connection".into(),
+                until: now + LOST_GRACE,
+            };
         }
     }
 
@@ -397,6 +410,39 @@ mod tests {
         h.collect(None);
         assert_eq!(h.ended(), Some((650, Ended::Gone)));
         assert_eq!(h.steps.len(), 3);
+    }
+
+    #[test]
+    fn a_media_connection_closed_by_a_hangup_is_a_hangup() {
+        // Asterisk closes the AudioSocket connection, then reports the call's end.
+        let mut h = Harness::call();
+        h.run_to(100, None);
+        h.core.handle_media_closed(h.now);
+        h.gone(180, "call");
+        assert_eq!(h.steps, vec![(180, Step::Ended(Ended::Gone))]);
+    }
+
+    #[test]
+    fn a_media_connection_closed_with_the_call_still_there_is_a_failure() {
+        for (gone, ended) in [
+            (
+                false,
+                Ended::Failed("Asterisk closed the media connection".into()),
+            ),
+            // Asterisk died, or its events are behind: the call is not there when asked.
+            (true, Ended::Gone),
+        ] {
+            let mut h = Harness::call();
+            h.run_to(100, None);
+            h.core.handle_media_closed(h.now);
+            h.run_to(599, Some(gone));
+            assert_eq!(h.ended(), None);
+            h.run_to(2_000, Some(gone));
+            assert_eq!(
+                h.steps,
+                vec![(600, Step::CheckResource), (600, Step::Ended(ended))]
+            );
+        }
     }
 
     #[test]

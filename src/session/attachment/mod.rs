@@ -287,8 +287,16 @@ impl<'a> Attachment<'a> {
 
     /// Follows the call or conference until the attachment ends, and says why. Meanwhile the
     /// channel follows the call's bridge moves, is put back into its bridge if someone takes it
-    /// out, and digits received from the call go to `dtmf`. May be dropped at any point.
-    pub async fn follow(&mut self, mut dtmf: impl FnMut(String)) -> Ended {
+    /// out, and digits received from the call go to `dtmf`. `media_closed` completes if
+    /// Asterisk closes the channel's media connection. May be dropped at any point.
+    pub async fn follow(
+        &mut self,
+        mut dtmf: impl FnMut(String),
+        media_closed: impl Future<Output = ()>,
+    ) -> Ended {
+        let media_closed = media_closed;
+        tokio::pin!(media_closed);
+        let mut closed = false;
         loop {
             while let Some(step) = self.core.poll() {
                 match step {
@@ -316,6 +324,10 @@ impl<'a> Attachment<'a> {
                     if deadline.is_some() =>
                 {
                     self.core.handle_timeout(Instant::now().into_std());
+                }
+                () = &mut media_closed, if !closed => {
+                    closed = true;
+                    self.core.handle_media_closed(Instant::now().into_std());
                 }
             }
         }

@@ -214,7 +214,8 @@ impl Streams {
 
         let why = tokio::select! {
             _ = stop.cancelled() => "stopped",
-            end = attachment.follow(|_| {}) => match end {
+            // Asterisk's connection to the host is not the service's to see.
+            end = attachment.follow(|_| {}, std::future::pending()) => match end {
                 Ended::Gone => "its call or conference ended",
                 Ended::Failed(why) => {
                     tracing::warn!(%why, "external media failed");

@@ -427,12 +427,22 @@ impl Streams {
             }
         };
         let (action_tx, mut action_rx) = mpsc::channel(16);
+        let (leg_closed_tx, leg_closed) = tokio::sync::oneshot::channel();
         let resource = spec.resource.clone();
         let follow = async {
+            let media_closed = async {
+                // Never completes if the stream ends without its leg closing.
+                if leg_closed.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
             let ended = attachment
-                .follow(|digit| {
-                    let _ = signal_tx.send(Signal::Dtmf(digit));
-                })
+                .follow(
+                    |digit| {
+                        let _ = signal_tx.send(Signal::Dtmf(digit));
+                    },
+                    media_closed,
+                )
                 .await;
             let reason = match ended {
                 Ended::Gone => EndReason::Hangup,
@@ -442,14 +452,20 @@ impl Streams {
             std::future::pending::<Infallible>().await
         };
         let perform_actions = async {
-            while let Some(Action::Dtmf(digits)) = action_rx.recv().await {
-                match &resource {
-                    Resource::Call(call) => {
+            let mut leg_closed_tx = Some(leg_closed_tx);
+            while let Some(action) = action_rx.recv().await {
+                match (action, &resource) {
+                    (Action::LegClosed, _) => {
+                        if let Some(tx) = leg_closed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    (Action::Dtmf(digits), Resource::Call(call)) => {
                         if let Err(e) = self.ari.send_dtmf(call.as_str(), &digits).await {
                             tracing::warn!(error = %e, "DTMF into the call failed");
                         }
                     }
-                    Resource::Conference(_) => {
+                    (Action::Dtmf(_), Resource::Conference(_)) => {
                         tracing::debug!("DTMF has no single channel to go to in a conference")
                     }
                 }
