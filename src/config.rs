@@ -397,290 +397,318 @@ impl Settings {
         Settings::validate(raw).expect("built-in defaults are valid")
     }
 
+    /// Every section checked on its own (each function below names the keys it checks), then
+    /// put together.
     fn validate(raw: Raw) -> Result<Settings, ConfigError> {
-        let url: reqwest::Url = raw
-            .ari
-            .url
-            .parse()
-            // Not echoed: a URL that does not parse may still hold a password.
-            .map_err(|e| invalid("ari.url", format!("is not a URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid("ari.url", "must start with http:// or https://"));
-        }
-        if url.host_str().is_none() {
-            return Err(invalid("ari.url", "has no host"));
-        }
-        // The URL is logged at start-up and appears in connection errors: credentials go in
-        // ari.username and ari.password, which never print.
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(invalid(
-                "ari.url",
-                "must not hold credentials: set ari.username and ari.password",
-            ));
-        }
-        let password = raw
-            .ari
-            .password
-            .ok_or_else(|| invalid("ari.password", "is required (the ARI user's password)"))?;
-        if raw.ari.username.is_empty() {
-            return Err(invalid("ari.username", "must not be empty"));
-        }
-        if raw.ari.app.is_empty()
-            || !raw
-                .ari
-                .app
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(invalid(
-                "ari.app",
-                "must be letters, digits, `-` or `_` (it is used in dialplan and URLs)",
-            ));
-        }
-
-        let listen = raw.http.listen.parse().map_err(|_| {
-            invalid(
-                "http.listen",
-                format!("`{}` is not an address:port", raw.http.listen),
-            )
-        })?;
-
-        let bind_ip: IpAddr = raw.media.bind_ip.parse().map_err(|_| {
-            invalid(
-                "media.bind_ip",
-                format!("`{}` is not an IP address", raw.media.bind_ip),
-            )
-        })?;
-        let advertise_ip = match raw.media.advertise_ip {
-            None => bind_ip,
-            Some(s) => s.parse().map_err(|_| {
-                invalid("media.advertise_ip", format!("`{s}` is not an IP address"))
-            })?,
-        };
-        if advertise_ip.is_unspecified() {
-            return Err(invalid(
-                "media.advertise_ip",
-                "must be an address Asterisk can send to (set it when bind_ip is 0.0.0.0)",
-            ));
-        }
-        let rtp_ports = parse_port_range(&raw.media.rtp_ports).ok_or_else(|| {
-            invalid(
-                "media.rtp_ports",
-                format!(
-                    "`{}` is not a range like 40000-40999 of even size within 1024-65535",
-                    raw.media.rtp_ports
-                ),
-            )
-        })?;
-        let workers = match raw.media.workers {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        };
-        let ports = usize::from(rtp_ports.end() - rtp_ports.start()) + 1;
-        if workers > 64 || workers > ports {
-            return Err(invalid(
-                "media.workers",
-                "must be at most 64 and at most the number of ports in media.rtp_ports",
-            ));
-        }
-        let sid = &raw.twilio.account_sid;
-        if !(2..=64).contains(&sid.len()) || !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(invalid(
-                "twilio.account_sid",
-                "must be 2 to 64 letters and digits",
-            ));
-        }
-        let ari_ca_file = raw.ari.ca_file.map(std::path::PathBuf::from);
-        if let Some(path) = &ari_ca_file {
-            crate::tls::certificates(path).map_err(|e| invalid("ari.ca_file", e.to_string()))?;
-        }
-        let http_tls = match (raw.http.tls_cert, raw.http.tls_key) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => {
-                let tls = HttpTls {
-                    cert: cert.into(),
-                    key: key.into(),
-                };
-                crate::tls::server_config(&tls.cert, &tls.key)
-                    .map_err(|e| invalid("http.tls_cert", e.to_string()))?;
-                Some(tls)
-            }
-            _ => {
-                return Err(invalid(
-                    "http.tls_cert",
-                    "http.tls_cert and http.tls_key go together",
-                ));
-            }
-        };
-        if !(1..=100_000).contains(&raw.http.max_pending_upgrades) {
-            return Err(invalid(
-                "http.max_pending_upgrades",
-                "must be within 1..=100000",
-            ));
-        }
-        if !(100..=600_000).contains(&raw.http.request_timeout_ms) {
-            return Err(invalid(
-                "http.request_timeout_ms",
-                "must be within 100..=600000",
-            ));
-        }
-        if !(1024..=1024 * 1024).contains(&raw.http.max_header_bytes) {
-            return Err(invalid(
-                "http.max_header_bytes",
-                "must be within 1024..=1048576",
-            ));
-        }
-        if !(256..=raw.http.max_header_bytes).contains(&raw.http.max_query_bytes) {
-            return Err(invalid(
-                "http.max_query_bytes",
-                "must be at least 256 and at most http.max_header_bytes",
-            ));
-        }
-        if !(1024..=64 * 1024 * 1024).contains(&raw.http.max_body_bytes) {
-            return Err(invalid(
-                "http.max_body_bytes",
-                "must be within 1024..=67108864",
-            ));
-        }
-        let connect_ca_file = raw.media.connect_ca_file.map(std::path::PathBuf::from);
-        if let Some(path) = &connect_ca_file {
-            crate::tls::certificates(path)
-                .map_err(|e| invalid("media.connect_ca_file", e.to_string()))?;
-        }
-        if !(20..=1000).contains(&raw.media.jitter_ms) {
-            return Err(invalid("media.jitter_ms", "must be within 20..=1000"));
-        }
-        if raw.media.max_queue_ms < raw.media.jitter_ms || raw.media.max_queue_ms > 600_000 {
-            return Err(invalid(
-                "media.max_queue_ms",
-                "must be at least media.jitter_ms and at most 600000",
-            ));
-        }
-
-        let auth = AuthSettings {
-            api_keys: raw
-                .auth
-                .api_keys
-                .into_iter()
-                .map(|k| Secret::new(k.expose().trim()))
-                .filter(|k| !k.is_empty())
-                .collect(),
-            jwt_secret: raw.auth.jwt_secret.filter(|s| !s.is_empty()),
-            disabled: raw.auth.disabled,
-        };
-        if let Some(short) = auth.api_keys.iter().find(|k| k.len() < 16) {
-            return Err(invalid(
-                "auth.api_keys",
-                format!(
-                    "a key of {} characters is too easy to guess: use at least 16",
-                    short.len()
-                ),
-            ));
-        }
-        if auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
-            return Err(invalid(
-                "auth.jwt_secret",
-                "must be at least 32 characters for HS256",
-            ));
-        }
-        if auth.api_keys.is_empty() && auth.jwt_secret.is_none() && !auth.disabled {
-            return Err(invalid(
-                "auth",
-                "no way to authenticate: set auth.api_keys or auth.jwt_secret, or auth.disabled = true to run without authentication",
-            ));
-        }
-
-        if raw.limits.max_streams == 0 {
-            return Err(invalid("limits.max_streams", "must be at least 1"));
-        }
-        if raw.limits.max_streams_per_resource == 0 {
-            return Err(invalid(
-                "limits.max_streams_per_resource",
-                "must be at least 1",
-            ));
-        }
-
-        let allowed_hosts = raw
-            .external_media
-            .allowed_hosts
-            .iter()
-            .map(|s| s.parse::<IpNet>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid("external_media.allowed_hosts", e))?;
-
-        if raw.external_media.retention_secs > 7 * 24 * 3600 {
-            return Err(invalid(
-                "external_media.retention_secs",
-                "must be at most a week (604800)",
-            ));
-        }
-        let mut flows = BTreeMap::new();
-        for (name, actions) in &raw.flows {
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(invalid(
-                    "flows",
-                    format!("flow name `{name}`: letters, digits, `-` or `_`"),
-                ));
-            }
-            let actions = actions
-                .iter()
-                .enumerate()
-                .map(|(i, action)| {
-                    action
-                        .validate()
-                        .map_err(|e| invalid("flows", format!("flows.{name}[{i}]: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            flows.insert(name.clone(), actions);
-        }
-
         Ok(Settings {
-            ari: AriSettings {
-                url,
-                username: raw.ari.username,
-                password,
-                app: raw.ari.app,
-                ca_file: ari_ca_file,
-            },
-            http: HttpSettings {
-                listen,
-                tls: http_tls,
-                max_pending_upgrades: raw.http.max_pending_upgrades,
-                request_timeout: std::time::Duration::from_millis(raw.http.request_timeout_ms),
-                max_header_bytes: raw.http.max_header_bytes,
-                max_query_bytes: raw.http.max_query_bytes,
-                max_body_bytes: raw.http.max_body_bytes,
-            },
-            media: MediaSettings {
-                bind_ip,
-                advertise_ip,
-                rtp_ports,
-                audiosocket_port: raw.media.audiosocket_port,
-                asterisk_transport: raw.media.asterisk_transport,
-                jitter_ms: raw.media.jitter_ms,
-                max_queue_ms: raw.media.max_queue_ms,
-                workers,
-                connect_ca_file,
-            },
-            auth,
-            limits: LimitSettings {
-                max_streams: raw.limits.max_streams,
-                max_streams_per_resource: raw.limits.max_streams_per_resource,
-            },
-            external_media: ExternalMediaSettings {
-                allowed_hosts,
-                retention: std::time::Duration::from_secs(raw.external_media.retention_secs),
-            },
-            twilio: TwilioSettings {
-                account_sid: raw.twilio.account_sid,
-            },
-            flows,
+            ari: validate_ari(raw.ari)?,
+            http: validate_http(raw.http)?,
+            media: validate_media(raw.media)?,
+            twilio: validate_twilio(raw.twilio)?,
+            auth: validate_auth(raw.auth)?,
+            limits: validate_limits(raw.limits)?,
+            external_media: validate_external_media(raw.external_media)?,
+            flows: validate_flows(&raw.flows)?,
         })
     }
+}
+
+fn validate_ari(ari: RawAri) -> Result<AriSettings, ConfigError> {
+    let url: reqwest::Url = ari
+        .url
+        .parse()
+        // Not echoed: a URL that does not parse may still hold a password.
+        .map_err(|e| invalid("ari.url", format!("is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("ari.url", "must start with http:// or https://"));
+    }
+    if url.host_str().is_none() {
+        return Err(invalid("ari.url", "has no host"));
+    }
+    // The URL is logged at start-up and appears in connection errors: credentials go in
+    // ari.username and ari.password, which never print.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "ari.url",
+            "must not hold credentials: set ari.username and ari.password",
+        ));
+    }
+    let password = ari
+        .password
+        .ok_or_else(|| invalid("ari.password", "is required (the ARI user's password)"))?;
+    if ari.username.is_empty() {
+        return Err(invalid("ari.username", "must not be empty"));
+    }
+    if ari.app.is_empty()
+        || !ari
+            .app
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            "ari.app",
+            "must be letters, digits, `-` or `_` (it is used in dialplan and URLs)",
+        ));
+    }
+    let ari_ca_file = ari.ca_file.map(std::path::PathBuf::from);
+    if let Some(path) = &ari_ca_file {
+        crate::tls::certificates(path).map_err(|e| invalid("ari.ca_file", e.to_string()))?;
+    }
+    Ok(AriSettings {
+        url,
+        username: ari.username,
+        password,
+        app: ari.app,
+        ca_file: ari_ca_file,
+    })
+}
+
+fn validate_http(http: RawHttp) -> Result<HttpSettings, ConfigError> {
+    let listen = http.listen.parse().map_err(|_| {
+        invalid(
+            "http.listen",
+            format!("`{}` is not an address:port", http.listen),
+        )
+    })?;
+
+    let http_tls = match (http.tls_cert, http.tls_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let tls = HttpTls {
+                cert: cert.into(),
+                key: key.into(),
+            };
+            crate::tls::server_config(&tls.cert, &tls.key)
+                .map_err(|e| invalid("http.tls_cert", e.to_string()))?;
+            Some(tls)
+        }
+        _ => {
+            return Err(invalid(
+                "http.tls_cert",
+                "http.tls_cert and http.tls_key go together",
+            ));
+        }
+    };
+    if !(1..=100_000).contains(&http.max_pending_upgrades) {
+        return Err(invalid(
+            "http.max_pending_upgrades",
+            "must be within 1..=100000",
+        ));
+    }
+    if !(100..=600_000).contains(&http.request_timeout_ms) {
+        return Err(invalid(
+            "http.request_timeout_ms",
+            "must be within 100..=600000",
+        ));
+    }
+    if !(1024..=1024 * 1024).contains(&http.max_header_bytes) {
+        return Err(invalid(
+            "http.max_header_bytes",
+            "must be within 1024..=1048576",
+        ));
+    }
+    if !(256..=http.max_header_bytes).contains(&http.max_query_bytes) {
+        return Err(invalid(
+            "http.max_query_bytes",
+            "must be at least 256 and at most http.max_header_bytes",
+        ));
+    }
+    if !(1024..=64 * 1024 * 1024).contains(&http.max_body_bytes) {
+        return Err(invalid(
+            "http.max_body_bytes",
+            "must be within 1024..=67108864",
+        ));
+    }
+    Ok(HttpSettings {
+        listen,
+        tls: http_tls,
+        max_pending_upgrades: http.max_pending_upgrades,
+        request_timeout: std::time::Duration::from_millis(http.request_timeout_ms),
+        max_header_bytes: http.max_header_bytes,
+        max_query_bytes: http.max_query_bytes,
+        max_body_bytes: http.max_body_bytes,
+    })
+}
+
+fn validate_media(media: RawMedia) -> Result<MediaSettings, ConfigError> {
+    let bind_ip: IpAddr = media.bind_ip.parse().map_err(|_| {
+        invalid(
+            "media.bind_ip",
+            format!("`{}` is not an IP address", media.bind_ip),
+        )
+    })?;
+    let advertise_ip = match media.advertise_ip {
+        None => bind_ip,
+        Some(s) => s
+            .parse()
+            .map_err(|_| invalid("media.advertise_ip", format!("`{s}` is not an IP address")))?,
+    };
+    if advertise_ip.is_unspecified() {
+        return Err(invalid(
+            "media.advertise_ip",
+            "must be an address Asterisk can send to (set it when bind_ip is 0.0.0.0)",
+        ));
+    }
+    let rtp_ports = parse_port_range(&media.rtp_ports).ok_or_else(|| {
+        invalid(
+            "media.rtp_ports",
+            format!(
+                "`{}` is not a range like 40000-40999 within 1024-65535",
+                media.rtp_ports
+            ),
+        )
+    })?;
+    let workers = match media.workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let ports = usize::from(rtp_ports.end() - rtp_ports.start()) + 1;
+    if workers > 64 || workers > ports {
+        return Err(invalid(
+            "media.workers",
+            "must be at most 64 and at most the number of ports in media.rtp_ports",
+        ));
+    }
+    let connect_ca_file = media.connect_ca_file.map(std::path::PathBuf::from);
+    if let Some(path) = &connect_ca_file {
+        crate::tls::certificates(path)
+            .map_err(|e| invalid("media.connect_ca_file", e.to_string()))?;
+    }
+    if !(20..=1000).contains(&media.jitter_ms) {
+        return Err(invalid("media.jitter_ms", "must be within 20..=1000"));
+    }
+    if media.max_queue_ms < media.jitter_ms || media.max_queue_ms > 600_000 {
+        return Err(invalid(
+            "media.max_queue_ms",
+            "must be at least media.jitter_ms and at most 600000",
+        ));
+    }
+    Ok(MediaSettings {
+        bind_ip,
+        advertise_ip,
+        rtp_ports,
+        audiosocket_port: media.audiosocket_port,
+        asterisk_transport: media.asterisk_transport,
+        jitter_ms: media.jitter_ms,
+        max_queue_ms: media.max_queue_ms,
+        workers,
+        connect_ca_file,
+    })
+}
+
+fn validate_twilio(twilio: RawTwilio) -> Result<TwilioSettings, ConfigError> {
+    let sid = &twilio.account_sid;
+    if !(2..=64).contains(&sid.len()) || !sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(invalid(
+            "twilio.account_sid",
+            "must be 2 to 64 letters and digits",
+        ));
+    }
+    Ok(TwilioSettings {
+        account_sid: twilio.account_sid,
+    })
+}
+
+fn validate_auth(raw: RawAuth) -> Result<AuthSettings, ConfigError> {
+    let auth = AuthSettings {
+        api_keys: raw
+            .api_keys
+            .into_iter()
+            .map(|k| Secret::new(k.expose().trim()))
+            .filter(|k| !k.is_empty())
+            .collect(),
+        jwt_secret: raw.jwt_secret.filter(|s| !s.is_empty()),
+        disabled: raw.disabled,
+    };
+    if let Some(short) = auth.api_keys.iter().find(|k| k.len() < 16) {
+        return Err(invalid(
+            "auth.api_keys",
+            format!(
+                "a key of {} characters is too easy to guess: use at least 16",
+                short.len()
+            ),
+        ));
+    }
+    if auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
+        return Err(invalid(
+            "auth.jwt_secret",
+            "must be at least 32 characters for HS256",
+        ));
+    }
+    if auth.api_keys.is_empty() && auth.jwt_secret.is_none() && !auth.disabled {
+        return Err(invalid(
+            "auth",
+            "no way to authenticate: set auth.api_keys or auth.jwt_secret, or auth.disabled = true to run without authentication",
+        ));
+    }
+    Ok(auth)
+}
+
+fn validate_limits(limits: RawLimits) -> Result<LimitSettings, ConfigError> {
+    if limits.max_streams == 0 {
+        return Err(invalid("limits.max_streams", "must be at least 1"));
+    }
+    if limits.max_streams_per_resource == 0 {
+        return Err(invalid(
+            "limits.max_streams_per_resource",
+            "must be at least 1",
+        ));
+    }
+    Ok(LimitSettings {
+        max_streams: limits.max_streams,
+        max_streams_per_resource: limits.max_streams_per_resource,
+    })
+}
+
+fn validate_external_media(
+    external_media: RawExternalMedia,
+) -> Result<ExternalMediaSettings, ConfigError> {
+    let allowed_hosts = external_media
+        .allowed_hosts
+        .iter()
+        .map(|s| s.parse::<IpNet>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid("external_media.allowed_hosts", e))?;
+
+    if external_media.retention_secs > 7 * 24 * 3600 {
+        return Err(invalid(
+            "external_media.retention_secs",
+            "must be at most a week (604800)",
+        ));
+    }
+    Ok(ExternalMediaSettings {
+        allowed_hosts,
+        retention: std::time::Duration::from_secs(external_media.retention_secs),
+    })
+}
+
+fn validate_flows(
+    raw: &BTreeMap<String, Vec<ActionBody>>,
+) -> Result<BTreeMap<String, Vec<FlowAction>>, ConfigError> {
+    let mut flows = BTreeMap::new();
+    for (name, actions) in raw {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "flows",
+                format!("flow name `{name}`: letters, digits, `-` or `_`"),
+            ));
+        }
+        let actions = actions
+            .iter()
+            .enumerate()
+            .map(|(i, action)| {
+                action
+                    .validate()
+                    .map_err(|e| invalid("flows", format!("flows.{name}[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        flows.insert(name.clone(), actions);
+    }
+    Ok(flows)
 }
 
 /// `"40000-40999"`: both ends included, at least two ports, not in the privileged range.

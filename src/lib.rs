@@ -2,14 +2,23 @@
 //! conferences over HTTP and WebSocket, without SIP.
 //!
 //! ```text
-//!   HTTP clients ──► api ──► session ──► ari ──► Asterisk (REST + /ari/events)
-//!                     │         │
-//!                     └─────────┴──► config, domain, secret, telemetry (leaves, used by all)
+//!   HTTP clients ──► api ──► session ──► ari ───► Asterisk (REST + /ari/events)
+//!                               │
+//!                               └──────► relay ──► Asterisk (RTP, AudioSocket) and clients
+//!                                          │
+//!                                          └──► media ──► codec
+//!
+//!   config, domain, secret, telemetry, tls: leaves, used by all
 //! ```
 //!
-//! Dependencies point one way: `api` uses `session`, `session` uses `ari`; nothing uses `api`.
-//! [`run`] wires them together: one event task keeps the ARI socket, one task applies its
-//! events to the [`session::Registry`], and axum serves the API until the shutdown token fires.
+//! Dependencies point one way: `api` uses `session`; `session` uses `ari` and `relay`; `relay`
+//! uses `media` and `codec`; nothing uses `api`. Two sans-IO cores hold the decisions, each run
+//! by async drivers that only perform what it asks: `relay::core::StreamCore` (one stream's
+//! audio, events and end, with one file per client protocol under `relay::core::dialect`) and
+//! the session's attachment core (following a call or conference, and whether an end is a
+//! hangup or a failure). [`run`] wires everything together: one event task keeps the ARI
+//! socket, one task applies its events to the [`session::Registry`], media workers serve RTP
+//! legs, and axum serves the API until the shutdown token fires.
 
 pub mod api;
 pub mod ari;

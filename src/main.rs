@@ -102,8 +102,14 @@ async fn serve(settings: Settings) -> ExitCode {
         }
     };
     let shutdown = CancellationToken::new();
-    tokio::spawn(signal(shutdown.clone()));
-    match ari_mediastream::run(settings, listener, shutdown).await {
+    // The signal cancels the token and the service drains: its end is awaited either way.
+    let run = ari_mediastream::run(settings, listener, shutdown.clone());
+    tokio::pin!(run);
+    let ran = tokio::select! {
+        ran = &mut run => ran,
+        () = signal(shutdown) => run.await,
+    };
+    match ran {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS

@@ -150,9 +150,11 @@ async fn open(
     let admission = state.streams.admit(&request).await?;
     let upgrade = upgrade.map_err(|e| ApiError::invalid_argument(e.to_string()))?;
     let streams = state.streams.clone();
-    Ok(upgrade.respond(move |client| async move {
-        streams.run(admission, request, client).await;
-    }))
+    Ok(
+        upgrade.respond(state.streams.tasks(), move |client| async move {
+            streams.run(admission, request, client).await;
+        }),
+    )
 }
 
 fn parse_request(

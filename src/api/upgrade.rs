@@ -11,6 +11,7 @@ use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio_util::task::TaskTracker;
 
 use super::server::{Conn, Io};
 use crate::relay::client::ClientConn;
@@ -66,15 +67,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
 
 impl Upgrade {
     /// Answers 101 and, once the connection has switched, runs `serve` with the client's
-    /// connection in a task of its own.
-    pub fn respond<F, Fut>(self, serve: F) -> Response
+    /// connection in a task of its own, tracked by `tasks` (the service's drain waits for it).
+    pub fn respond<F, Fut>(self, tasks: &TaskTracker, serve: F) -> Response
     where
         F: FnOnce(ClientConn) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
         let on_upgrade = self.on_upgrade;
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
                 Err(e) => {

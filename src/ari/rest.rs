@@ -203,7 +203,10 @@ impl AriClient {
             }
             path.push_str(&seg(segment));
         }
-        let url = self.base.join(&path).expect("encoded segments join");
+        let url = self
+            .base
+            .join(&path)
+            .map_err(|_| AriError::InvalidId(segments.join("/")))?;
         // What the checks above make true; a request that would go anywhere else is not sent.
         let depth = |u: &reqwest::Url| u.path_segments().map_or(0, Iterator::count);
         if !url.path().starts_with(self.base.path())

@@ -379,7 +379,13 @@ impl<'a> Attachment<'a> {
 
 /// A fresh id for an object of the service's own: `mediastream-<kind>-<uuid>`.
 pub fn internal_id(kind: &str) -> String {
-    format!("{INTERNAL_PREFIX}{kind}-{}", uuid::Uuid::new_v4().simple())
+    internal_id_of(kind, uuid::Uuid::new_v4())
+}
+
+/// The id of an object of the service's own that serves `id` (an external media's channel
+/// carries the media's id), in the same scheme as [`internal_id`].
+pub fn internal_id_of(kind: &str, id: uuid::Uuid) -> String {
+    format!("{INTERNAL_PREFIX}{kind}-{}", id.simple())
 }
 
 async fn wait_stasis_start(entered: oneshot::Receiver<()>, id: &str) -> Result<(), SessionError> {

@@ -107,8 +107,8 @@ pub(super) struct Registration {
     streams: Arc<Streams>,
     id: uuid::Uuid,
     ended: watch::Sender<bool>,
-    /// Kept readable for `media_streams.retention` after it ends (outbound streams, whose
-    /// caller did not see the end).
+    /// Kept readable for `external_media.retention_secs` after it ends (outbound streams,
+    /// whose caller did not see the end).
     keep: bool,
 }
 
@@ -302,11 +302,12 @@ impl Drop for Registration {
             streams.lock().media_streams.remove(&id);
             return;
         }
-        // Readable for a while, then forgotten (at once on shutdown).
+        // Readable for a while, then forgotten (at once on shutdown, which waits for it).
         let retention = streams.external.retention;
         let shutdown = streams.shutdown.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let tracker = streams.tracker.clone();
+            tracker.spawn(async move {
                 tokio::select! {
                     _ = tokio::time::sleep(retention) => {}
                     _ = shutdown.cancelled() => {}

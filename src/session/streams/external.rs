@@ -16,13 +16,13 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Admission, Attachment, Ended, Kind, Streams, Tap};
+use super::{Admission, Attachment, Ended, Kind, Streams, Tap, internal_id_of};
 use crate::ari::AriErrorKind;
 use crate::ari::rest::ExternalMediaParams;
 use crate::domain::external_media::{
     Direction, ExternalMediaSpec, MediaEncapsulation, MediaFormat, MediaTransport,
 };
-use crate::domain::{INTERNAL_PREFIX, ReferenceType, Resource};
+use crate::domain::{ReferenceType, Resource};
 use crate::session::registry::SessionError;
 use crate::telemetry::EncapsulationLabels;
 
@@ -154,7 +154,7 @@ impl Streams {
             spy: spec.direction_listen,
             whisper: spec.direction_speak,
         };
-        let channel = format!("{INTERNAL_PREFIX}xm-{}", id.simple());
+        let channel = internal_id_of("xm", id);
         let mut attachment =
             Attachment::new(&self.attachments, resource.clone(), channel.clone(), tap);
         let made = tokio::select! {

@@ -22,9 +22,13 @@ impl Streams {
         channel: &str,
         request: &StreamRequest,
     ) -> Result<(MediaLeg, SampleFormat), SessionError> {
-        match self.transport_for(request.encapsulation, request.format) {
-            AsteriskTransport::Audiosocket => self.audiosocket_leg(channel, request.format).await,
-            _ => self.rtp_leg(channel, request.format).await,
+        let rtp = match self.transport_for(request.encapsulation, request.format) {
+            AsteriskTransport::Audiosocket => None,
+            _ => RtpFormat::of(request.format),
+        };
+        match rtp {
+            Some(format) => self.rtp_leg(channel, format).await,
+            None => self.audiosocket_leg(channel, request.format).await,
         }
     }
 
@@ -47,13 +51,13 @@ impl Streams {
     async fn rtp_leg(
         &self,
         em_id: &str,
-        format: Format,
+        format: RtpFormat,
     ) -> Result<(MediaLeg, SampleFormat), SessionError> {
-        let (leg_format, ari_format, payload_type) = match format {
-            Format::Ulaw => (SampleFormat::Ulaw, "ulaw", 0),
-            Format::Slin => (SampleFormat::SlinBe, "slin", 10),
-            _ => unreachable!("wideband is carried over AudioSocket"),
-        };
+        let RtpFormat {
+            leg_format,
+            ari_format,
+            payload_type,
+        } = format;
         let worker = self.workers.choose();
         let local_port = self.workers.local_addr(worker).port();
         let external_host = SocketAddr::new(self.media.advertise_ip, local_port).to_string();
@@ -130,6 +134,33 @@ impl Streams {
                 ))
             }
         }
+    }
+}
+
+/// A format an RTP leg carries both ways: narrowband only (see [`Streams::transport_for`]).
+#[derive(Debug, Clone, Copy)]
+struct RtpFormat {
+    /// The layout of the audio on the leg.
+    leg_format: SampleFormat,
+    /// Its name to ARI.
+    ari_format: &'static str,
+    /// What Asterisk sends and expects for it.
+    payload_type: u8,
+}
+
+impl RtpFormat {
+    fn of(format: Format) -> Option<RtpFormat> {
+        let (leg_format, ari_format, payload_type) = match format {
+            Format::Ulaw => (SampleFormat::Ulaw, "ulaw", 0),
+            // Asterisk's slin on RTP is big-endian (L16).
+            Format::Slin => (SampleFormat::SlinBe, "slin", 10),
+            Format::Slin16 | Format::Slin24 | Format::Slin48 => return None,
+        };
+        Some(RtpFormat {
+            leg_format,
+            ari_format,
+            payload_type,
+        })
     }
 }
 

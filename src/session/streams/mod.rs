@@ -21,7 +21,7 @@ mod liveness;
 pub use connect::{Direction as StreamDirection, MediaStreamView, StreamStatus};
 pub use external::{ExternalMediaView, Status as ExternalMediaStatus};
 
-use super::attachment::{Attachment, Attachments, Ended, Tap, internal_id};
+use super::attachment::{Attachment, Attachments, Ended, Tap, internal_id, internal_id_of};
 use super::registry::{Registry, SessionError};
 use crate::ari::{AriClient, AriError};
 use crate::config::{
@@ -167,6 +167,11 @@ impl Streams {
 
     pub fn ari(&self) -> &AriClient {
         &self.ari
+    }
+
+    /// The tasks of running streams: shutdown waits for them ([`Streams::drained`]).
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tracker
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
