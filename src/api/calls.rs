@@ -7,9 +7,8 @@ use serde::Serialize;
 use super::ErrorBody;
 use super::paths::CallPath;
 use super::{ApiError, ApiPath, AppState, List, Principal};
-use crate::ari::Channel;
-use crate::ari::model::CallerId;
 use crate::domain::{CallId, Resource};
+use crate::session::Call;
 
 /// A call: an Asterisk channel in the service's Stasis application (or, read by id, any
 /// channel Asterisk has).
@@ -22,7 +21,7 @@ pub struct CallView {
     name: String,
     /// Asterisk's channel state: `Down`, `Ring`, `Ringing`, `Up`, ...
     state: String,
-    caller: CallerId,
+    caller: CallerView,
     /// When Asterisk created the channel, as ARI says it.
     created: String,
     /// Media streams attached to the call.
@@ -31,8 +30,16 @@ pub struct CallView {
     external_media_ids: Vec<String>,
 }
 
+/// The caller's name and number, as Asterisk has them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = CallerId)]
+pub struct CallerView {
+    name: String,
+    number: String,
+}
+
 impl CallView {
-    fn new(c: Channel, state: &AppState) -> CallView {
+    fn new(c: Call, state: &AppState) -> CallView {
         let resource = CallId::parse(&c.id).ok().map(Resource::Call);
         let (stream_ids, external_media_ids) = resource
             .map(|r| {
@@ -46,8 +53,11 @@ impl CallView {
             id: c.id,
             name: c.name,
             state: c.state,
-            caller: c.caller,
-            created: c.creationtime,
+            caller: CallerView {
+                name: c.caller.name,
+                number: c.caller.number,
+            },
+            created: c.created,
             stream_ids,
             external_media_ids,
         }

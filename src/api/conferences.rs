@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::paths::{ConferenceCallPath, ConferencePath};
 use super::{ApiError, ApiPath, AppState, ErrorBody, List, Principal};
-use crate::ari::Bridge;
 use crate::domain::{CallId, ConferenceId, Resource};
+use crate::session::Conference;
 
 /// A conference: an Asterisk mixing bridge (those created by others included).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -27,7 +27,7 @@ pub struct ConferenceView {
 }
 
 impl ConferenceView {
-    fn new(b: Bridge, state: &AppState) -> ConferenceView {
+    fn new(b: Conference, state: &AppState) -> ConferenceView {
         let resource = ConferenceId::parse(&b.id).ok().map(Resource::Conference);
         let (stream_ids, external_media_ids) = resource
             .map(|r| {
@@ -40,11 +40,7 @@ impl ConferenceView {
         ConferenceView {
             id: b.id,
             name: b.name,
-            call_ids: b
-                .channels
-                .into_iter()
-                .filter(|c| !c.starts_with(crate::domain::INTERNAL_PREFIX))
-                .collect(),
+            call_ids: b.call_ids,
             stream_ids,
             external_media_ids,
         }

@@ -13,7 +13,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::ari::AriError;
 use crate::domain::InvalidId;
 use crate::session::SessionError;
 
@@ -221,17 +220,6 @@ impl From<InvalidId> for ApiError {
     }
 }
 
-impl From<AriError> for ApiError {
-    fn from(e: AriError) -> ApiError {
-        if let AriError::InvalidId(id) = e {
-            // Never sent to Asterisk: the id, not Asterisk, is at fault.
-            return ApiError::invalid_argument(format!("`{id}` is not a valid id"));
-        }
-        tracing::warn!(error = %e, "Asterisk request failed");
-        ApiError::asterisk_unavailable()
-    }
-}
-
 impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> ApiError {
         match e {
@@ -255,7 +243,10 @@ impl From<SessionError> for ApiError {
             ),
             SessionError::NotReady(message) => ApiError::new(Reason::AsteriskUnavailable, message),
             SessionError::LimitExceeded(message) => ApiError::new(Reason::LimitExceeded, message),
-            SessionError::Asterisk(e) => e.into(),
+            SessionError::Asterisk(e) => {
+                tracing::warn!(error = %e, "Asterisk request failed");
+                ApiError::asterisk_unavailable()
+            }
         }
     }
 }
@@ -312,10 +303,10 @@ mod tests {
 
     #[test]
     fn asterisk_failures_do_not_leak_their_cause() {
-        let e = ApiError::from(AriError::Status {
+        let e = ApiError::from(SessionError::from(crate::ari::AriError::Status {
             status: reqwest::StatusCode::INTERNAL_SERVER_ERROR,
             message: "secret internal detail".into(),
-        });
+        }));
         assert_eq!(e.reason, Reason::AsteriskUnavailable);
         assert!(!e.message.contains("secret"));
     }

@@ -10,6 +10,7 @@ mod health;
 mod media_streams;
 mod openapi;
 mod paths;
+mod rules;
 mod server;
 mod streams;
 mod twilio;

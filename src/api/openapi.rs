@@ -26,11 +26,11 @@ use utoipa::openapi::security::{
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr};
 use utoipa_axum::router::OpenApiRouter;
 
+use super::rules::{self, constrained};
 use super::{ApiError, ErrorBody, Reason};
 use crate::domain::connect::ConnectBody;
 use crate::domain::external_media::ExternalMediaBody;
 use crate::domain::flow::{ActionBody, ExternalMediaStopOption};
-use crate::domain::rules::constrained;
 use crate::domain::{Encapsulation, Format};
 
 /// What the document says before the routes add themselves.
@@ -216,9 +216,9 @@ pub fn cross_field_rules(openapi: &mut OpenApi) {
         .get_or_insert_with(Default::default)
         .schemas;
     for (name, rules) in [
-        (ExternalMediaBody::name(), ExternalMediaBody::rules()),
-        (ConnectBody::name(), ConnectBody::rules()),
-        (ActionBody::name(), ActionBody::rules()),
+        (ExternalMediaBody::name(), rules::external_media()),
+        (ConnectBody::name(), rules::connect()),
+        (ActionBody::name(), rules::flow_action()),
     ] {
         let name = name.into_owned();
         let fields = schemas

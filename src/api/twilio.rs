@@ -181,13 +181,11 @@ pub async fn update_call(
     };
     let hung_up = async {
         state.registry.find_call(&id).await?;
-        state.registry.ari().hangup(id.as_str()).await?;
-        Ok::<(), SessionError>(())
+        state.registry.hangup(&id).await
     };
     match hung_up.await {
         Ok(()) => {}
         Err(SessionError::CallNotFound(_)) => return call_not_found(&id),
-        Err(SessionError::Asterisk(e)) if e.is_not_found() => return call_not_found(&id),
         Err(_) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The caller's name and number, as Asterisk has them.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CallerId {
     #[serde(default)]
     pub name: String,
@@ -53,7 +53,7 @@ impl Channel {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 pub struct Bridge {
     pub id: String,
     #[serde(default)]

@@ -18,7 +18,7 @@ pub struct ActionBody {
     /// media stream connect request; `external_media_stop`: `{"external_media_id": ...}` or
     /// nothing for all of the call's; `answer` and `hangup`: none (or `{}`).
     #[serde(default)]
-    #[schema(schema_with = action_option_schema)]
+    #[schema(value_type = Option<Object>)]
     pub option: Option<serde_json::Value>,
 }
 
@@ -70,25 +70,6 @@ pub struct ExternalMediaStopOption {
     /// The external media to stop; without it, every one of the call's.
     #[serde(default)]
     pub external_media_id: Option<uuid::Uuid>,
-}
-
-/// The option's schema: whichever of the options the action's type takes.
-fn action_option_schema() -> utoipa::openapi::schema::Schema {
-    use utoipa::ToSchema;
-    use utoipa::openapi::Ref;
-    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
-    let none: Schema = ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .max_properties(Some(0))
-        .description(Some("no option (answer, hangup)"))
-        .into();
-    AnyOfBuilder::new()
-        .item(Ref::from_schema_name(ExternalMediaBody::name()))
-        .item(Ref::from_schema_name(ConnectBody::name()))
-        .item(Ref::from_schema_name(ExternalMediaStopOption::name()))
-        .item(none)
-        .item(ObjectBuilder::new().schema_type(Type::Null))
-        .into()
 }
 
 /// A validated action.

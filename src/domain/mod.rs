@@ -5,7 +5,6 @@ use std::fmt;
 pub mod connect;
 pub mod external_media;
 pub mod flow;
-pub mod rules;
 
 /// The prefix of every Asterisk object the service creates for itself (snoop and externalMedia
 /// channels, private bridges). Such objects are never reported as calls or conferences, and a

@@ -12,7 +12,6 @@ use tracing::Instrument;
 
 use super::registry::{CallStart, SessionError};
 use super::streams::{ExternalMediaView, MediaStreamView, StreamStatus, Streams};
-use crate::ari::{AriError, AriErrorKind};
 use crate::domain::flow::FlowAction;
 use crate::domain::{CallId, Resource};
 
@@ -44,15 +43,10 @@ impl Flows {
         call: &CallId,
         action: &FlowAction,
     ) -> Result<ActionOutcome, SessionError> {
-        let ari = self.streams.ari();
-        let on_call = |e: AriError| match e.kind() {
-            AriErrorKind::NotFound => SessionError::CallNotFound(call.clone()),
-            AriErrorKind::WrongState => SessionError::StateInvalid(e.to_string()),
-            _ => e.into(),
-        };
+        let registry = self.streams.registry();
         match action {
-            FlowAction::Answer => ari.answer(call.as_str()).await.map_err(on_call)?,
-            FlowAction::Hangup => ari.hangup(call.as_str()).await.map_err(on_call)?,
+            FlowAction::Answer => registry.answer(call).await?,
+            FlowAction::Hangup => registry.hangup(call).await?,
             FlowAction::ExternalMediaStart(spec) => {
                 let view = self
                     .streams

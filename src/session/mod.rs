@@ -4,10 +4,12 @@
 //! It owns no socket: the event task in `ari::events` does.
 
 mod attachment;
+mod calls;
 mod flows;
 mod registry;
 mod streams;
 
+pub use calls::{Call, Caller, Conference};
 pub use flows::{ActionOutcome, Flows};
 pub use registry::{CallStart, Gone, Notice, Registry, SessionError};
 pub use streams::{

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ari::events::StreamItem;
 use crate::ari::{AriClient, AriError, AriErrorKind, Bridge, Channel, Event};
 use crate::domain::{CallId, ConferenceId, INTERNAL_PREFIX};
+use crate::session::calls::{Call, Conference};
 use crate::telemetry::Metrics;
 
 /// Why an operation on a call or conference did not happen.
@@ -43,8 +44,21 @@ pub enum SessionError {
     /// A limit of the configuration would be exceeded.
     #[error("{0}")]
     LimitExceeded(String),
+    /// Asterisk failed, or did not answer. Its cause is logged, never shown to a client.
     #[error(transparent)]
-    Asterisk(#[from] AriError),
+    Asterisk(AriError),
+}
+
+impl From<AriError> for SessionError {
+    fn from(e: AriError) -> SessionError {
+        match e {
+            // Never sent to Asterisk: the id, not Asterisk, is at fault.
+            AriError::InvalidId(id) => {
+                SessionError::InvalidArgument(format!("`{id}` is not a valid id"))
+            }
+            e => SessionError::Asterisk(e),
+        }
+    }
 }
 
 /// What a stream following an Asterisk object hears about it.
@@ -195,22 +209,62 @@ impl Registry {
     }
 
     /// Calls in the application, oldest first.
-    pub fn calls(&self) -> Vec<Channel> {
-        let mut calls: Vec<Channel> = self.lock().calls.values().cloned().collect();
-        calls.sort_by(|a, b| (&a.creationtime, &a.id).cmp(&(&b.creationtime, &b.id)));
+    pub fn calls(&self) -> Vec<Call> {
+        let mut calls: Vec<Call> = self
+            .lock()
+            .calls
+            .values()
+            .cloned()
+            .map(Call::from)
+            .collect();
+        calls.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
         calls
     }
 
     /// Conferences, oldest first.
-    pub fn conferences(&self) -> Vec<Bridge> {
-        let mut bridges: Vec<Bridge> = self.lock().conferences.values().cloned().collect();
-        bridges.sort_by(|a, b| (&a.creationtime, &a.id).cmp(&(&b.creationtime, &b.id)));
-        bridges
+    pub fn conferences(&self) -> Vec<Conference> {
+        let mut conferences: Vec<Conference> = self
+            .lock()
+            .conferences
+            .values()
+            .cloned()
+            .map(Conference::from)
+            .collect();
+        conferences.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
+        conferences
     }
 
     /// A call by id: from the registry, else from Asterisk (a channel owned by another
     /// application or running dialplan is a valid call too).
-    pub async fn find_call(&self, id: &CallId) -> Result<Channel, SessionError> {
+    pub async fn find_call(&self, id: &CallId) -> Result<Call, SessionError> {
+        self.call_channel(id).await.map(Call::from)
+    }
+
+    /// A conference by id: from the registry, else from Asterisk.
+    pub async fn find_conference(&self, id: &ConferenceId) -> Result<Conference, SessionError> {
+        self.conference_bridge(id).await.map(Conference::from)
+    }
+
+    /// Answers a call.
+    pub async fn answer(&self, id: &CallId) -> Result<(), SessionError> {
+        self.ari
+            .answer(id.as_str())
+            .await
+            .map_err(|e| call_error(e, id))
+    }
+
+    /// Hangs a call up: a call Asterisk does not know is `CallNotFound`.
+    pub async fn hangup(&self, id: &CallId) -> Result<(), SessionError> {
+        if id.is_internal() {
+            return Err(SessionError::CallNotFound(id.clone()));
+        }
+        self.ari
+            .hangup(id.as_str())
+            .await
+            .map_err(|e| call_error(e, id))
+    }
+
+    async fn call_channel(&self, id: &CallId) -> Result<Channel, SessionError> {
         if id.is_internal() {
             return Err(SessionError::CallNotFound(id.clone()));
         }
@@ -224,8 +278,7 @@ impl Registry {
         }
     }
 
-    /// A conference by id: from the registry, else from Asterisk.
-    pub async fn find_conference(&self, id: &ConferenceId) -> Result<Bridge, SessionError> {
+    async fn conference_bridge(&self, id: &ConferenceId) -> Result<Bridge, SessionError> {
         let not_found = || SessionError::ConferenceNotFound(id.clone());
         if id.is_internal() {
             return Err(not_found());
@@ -243,11 +296,11 @@ impl Registry {
 
     /// Creates a mixing bridge. Its id is a fresh UUID, not `mediastream-…`: a conference
     /// belongs to the user and outlives the service.
-    pub async fn create_conference(&self, name: &str) -> Result<Bridge, SessionError> {
+    pub async fn create_conference(&self, name: &str) -> Result<Conference, SessionError> {
         let id = uuid::Uuid::new_v4().to_string();
         let bridge = self.ari.create_bridge(&id, name).await?;
         self.upsert_conference(bridge.clone());
-        Ok(bridge)
+        Ok(Conference::from(bridge))
     }
 
     /// Destroys a conference and answers once Asterisk reports it gone (ARI answers the
@@ -307,7 +360,7 @@ impl Registry {
         conf: &ConferenceId,
         call: &CallId,
     ) -> Result<(), SessionError> {
-        let bridge = self.find_conference(conf).await?;
+        let bridge = self.conference_bridge(conf).await?;
         self.find_call(call).await?;
         if !bridge.channels.iter().any(|c| c == call.as_str()) {
             // Asterisk's own answer may lag an event behind; ask it when unsure.
@@ -576,6 +629,15 @@ impl Registry {
 
 /// On bridge membership, Asterisk's "not found" is the conference's, and its state refusals
 /// mean the call or bridge is in the wrong state.
+/// A failed request on a call: one Asterisk does not know, or one in the wrong state for it.
+fn call_error(e: AriError, call: &CallId) -> SessionError {
+    match (e.kind(), e) {
+        (AriErrorKind::NotFound, _) => SessionError::CallNotFound(call.clone()),
+        (AriErrorKind::WrongState, e) => SessionError::StateInvalid(e.to_string()),
+        (_, e) => e.into(),
+    }
+}
+
 fn state_error(e: AriError, conf: &ConferenceId) -> SessionError {
     match (e.kind(), e) {
         (AriErrorKind::NotFound, _) => SessionError::ConferenceNotFound(conf.clone()),
@@ -638,7 +700,7 @@ mod tests {
         replay(&r, BRIDGE, position(BRIDGE, "ChannelEnteredBridge"));
         let confs = r.conferences();
         assert_eq!(confs.len(), 1);
-        assert_eq!(confs[0].channels, vec!["cap2-call".to_string()]);
+        assert_eq!(confs[0].call_ids, vec!["cap2-call".to_string()]);
         replay(&r, BRIDGE, usize::MAX);
         assert!(r.conferences().is_empty());
     }

@@ -165,8 +165,8 @@ impl Streams {
         }
     }
 
-    pub fn ari(&self) -> &AriClient {
-        &self.ari
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The tasks of running streams: shutdown waits for them ([`Streams::drained`]).

@@ -1,5 +1,5 @@
 //! What validation accepts across the fields of a request, as JSON Schema for the OpenAPI
-//! document: which transport and formats go with an encapsulation, that an external media
+//! document (presentation: the domain only validates): which transport and formats go with an encapsulation, that an external media
 //! listens or speaks, which option goes with a flow action's type. Built from the tables that
 //! validation itself reads ([`MediaEncapsulation::formats`], [`Encapsulation::allows`],
 //! [`ActionType`]), so the document cannot promise what validation refuses.
@@ -14,10 +14,10 @@ use utoipa::openapi::schema::{
 };
 use utoipa::openapi::{Ref, RefOr};
 
-use super::connect::ConnectBody;
-use super::external_media::{Direction, ExternalMediaBody, MediaEncapsulation};
-use super::flow::{ActionType, ExternalMediaStopOption};
-use super::{Encapsulation, Format};
+use crate::domain::connect::{ConnectBody, MAX_PARAMETERS};
+use crate::domain::external_media::{Direction, ExternalMediaBody, MediaEncapsulation};
+use crate::domain::flow::{ActionType, ExternalMediaStopOption};
+use crate::domain::{Encapsulation, Format};
 
 /// A value among `values`, or `null` (the default) when `nullable`.
 fn one_of_values<I: IntoIterator<Item = &'static str>>(values: I, nullable: bool) -> Schema {
@@ -52,124 +52,116 @@ pub fn constrained(schema: RefOr<Schema>, rules: Vec<Schema>) -> Schema {
     all.into()
 }
 
-impl ExternalMediaBody {
-    /// The transport and formats of each encapsulation (rtp when absent), and `direction_listen`
-    /// and `direction_speak` not both `none` (`direction_listen` defaults to `both`).
-    pub fn rules() -> Vec<Schema> {
-        let mut encapsulations = OneOfBuilder::new();
-        for encapsulation in MediaEncapsulation::ALL {
-            let default = encapsulation == MediaEncapsulation::Rtp;
-            encapsulations = encapsulations.item(when(
-                vec![
-                    (
-                        "encapsulation",
-                        one_of_values([encapsulation.as_str()], default).into(),
-                    ),
-                    (
-                        "transport",
-                        one_of_values([encapsulation.transport().as_str()], true).into(),
-                    ),
-                    (
-                        "format",
-                        one_of_values(encapsulation.formats().iter().map(|f| f.as_str()), true)
-                            .into(),
-                    ),
-                ],
-                if default { &[] } else { &["encapsulation"] },
-            ));
-        }
-        let speaking = [Direction::In, Direction::Out, Direction::Both].map(Direction::as_str);
-        let directions = AnyOfBuilder::new()
-            .item(when(
-                vec![("direction_listen", one_of_values(speaking, true).into())],
-                &[],
-            ))
-            .item(when(
-                vec![("direction_speak", one_of_values(speaking, false).into())],
-                &["direction_speak"],
-            ));
-        vec![encapsulations.into(), directions.into()]
-    }
-}
-
-impl ConnectBody {
-    /// The formats each encapsulation allows (twilio when absent), and how many parameters.
-    pub fn rules() -> Vec<Schema> {
-        let parameters = when(
-            vec![(
-                "parameters",
-                ObjectBuilder::new()
-                    .schema_type(SchemaType::AnyValue)
-                    .max_properties(Some(super::connect::MAX_PARAMETERS))
-                    .into(),
-            )],
-            &[],
-        );
-        let mut encapsulations = OneOfBuilder::new();
-        for encapsulation in Encapsulation::ALL {
-            let default = encapsulation == Encapsulation::Twilio;
-            let formats = Format::ALL
-                .into_iter()
-                .filter(|f| encapsulation.allows(*f))
-                .map(Format::as_str);
-            encapsulations = encapsulations.item(when(
-                vec![
-                    (
-                        "encapsulation",
-                        one_of_values([encapsulation.as_str()], default).into(),
-                    ),
-                    ("format", one_of_values(formats, true).into()),
-                ],
-                if default { &[] } else { &["encapsulation"] },
-            ));
-        }
-        vec![encapsulations.into(), parameters]
-    }
-}
-
-impl super::flow::ActionBody {
-    /// The option each type takes.
-    pub fn rules() -> Vec<Schema> {
-        let none: Schema = AnyOfBuilder::new()
-            .item(ObjectBuilder::new().schema_type(Type::Null))
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::Object)
-                    .max_properties(Some(0)),
-            )
-            .into();
-        let reference =
-            |name: std::borrow::Cow<'static, str>| RefOr::Ref(Ref::from_schema_name(name));
-        let mut types = OneOfBuilder::new();
-        for kind in ActionType::ALL {
-            let (option, required): (RefOr<Schema>, &[&str]) = match kind {
-                ActionType::Answer | ActionType::Hangup => (none.clone().into(), &["type"]),
-                ActionType::ExternalMediaStart => {
-                    (reference(ExternalMediaBody::name()), &["type", "option"])
-                }
-                ActionType::MediaStreamConnect => {
-                    (reference(ConnectBody::name()), &["type", "option"])
-                }
-                ActionType::ExternalMediaStop => (
-                    Schema::from(
-                        AnyOfBuilder::new()
-                            .item(ObjectBuilder::new().schema_type(Type::Null))
-                            .item(Ref::from_schema_name(ExternalMediaStopOption::name())),
-                    )
-                    .into(),
-                    &["type"],
+/// An external media request: the transport and formats of each encapsulation (rtp when
+/// absent), and `direction_listen` and `direction_speak` not both `none` (`direction_listen`
+/// defaults to `both`).
+pub fn external_media() -> Vec<Schema> {
+    let mut encapsulations = OneOfBuilder::new();
+    for encapsulation in MediaEncapsulation::ALL {
+        let default = encapsulation == MediaEncapsulation::Rtp;
+        encapsulations = encapsulations.item(when(
+            vec![
+                (
+                    "encapsulation",
+                    one_of_values([encapsulation.as_str()], default).into(),
                 ),
-            };
-            types = types.item(when(
-                vec![
-                    ("type", one_of_values([kind.as_str()], false).into()),
-                    ("option", option),
-                ],
-                required,
-            ));
-        }
-        vec![types.into()]
+                (
+                    "transport",
+                    one_of_values([encapsulation.transport().as_str()], true).into(),
+                ),
+                (
+                    "format",
+                    one_of_values(encapsulation.formats().iter().map(|f| f.as_str()), true).into(),
+                ),
+            ],
+            if default { &[] } else { &["encapsulation"] },
+        ));
     }
+    let speaking = [Direction::In, Direction::Out, Direction::Both].map(Direction::as_str);
+    let directions = AnyOfBuilder::new()
+        .item(when(
+            vec![("direction_listen", one_of_values(speaking, true).into())],
+            &[],
+        ))
+        .item(when(
+            vec![("direction_speak", one_of_values(speaking, false).into())],
+            &["direction_speak"],
+        ));
+    vec![encapsulations.into(), directions.into()]
+}
+
+/// A media stream connect request: the formats each encapsulation allows (twilio when absent),
+/// and how many parameters.
+pub fn connect() -> Vec<Schema> {
+    let parameters = when(
+        vec![(
+            "parameters",
+            ObjectBuilder::new()
+                .schema_type(SchemaType::AnyValue)
+                .max_properties(Some(MAX_PARAMETERS))
+                .into(),
+        )],
+        &[],
+    );
+    let mut encapsulations = OneOfBuilder::new();
+    for encapsulation in Encapsulation::ALL {
+        let default = encapsulation == Encapsulation::Twilio;
+        let formats = Format::ALL
+            .into_iter()
+            .filter(|f| encapsulation.allows(*f))
+            .map(Format::as_str);
+        encapsulations = encapsulations.item(when(
+            vec![
+                (
+                    "encapsulation",
+                    one_of_values([encapsulation.as_str()], default).into(),
+                ),
+                ("format", one_of_values(formats, true).into()),
+            ],
+            if default { &[] } else { &["encapsulation"] },
+        ));
+    }
+    vec![encapsulations.into(), parameters]
+}
+
+/// A flow action: the option each type takes.
+pub fn flow_action() -> Vec<Schema> {
+    let none: Schema = AnyOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .max_properties(Some(0)),
+        )
+        .into();
+    let reference = |name: std::borrow::Cow<'static, str>| RefOr::Ref(Ref::from_schema_name(name));
+    let mut types = OneOfBuilder::new();
+    for kind in ActionType::ALL {
+        let (option, required): (RefOr<Schema>, &[&str]) = match kind {
+            ActionType::Answer | ActionType::Hangup => (none.clone().into(), &["type"]),
+            ActionType::ExternalMediaStart => {
+                (reference(ExternalMediaBody::name()), &["type", "option"])
+            }
+            ActionType::MediaStreamConnect => (reference(ConnectBody::name()), &["type", "option"]),
+            ActionType::ExternalMediaStop => (
+                Schema::from(
+                    AnyOfBuilder::new()
+                        .item(ObjectBuilder::new().schema_type(Type::Null))
+                        .item(Ref::from_schema_name(ExternalMediaStopOption::name())),
+                )
+                .into(),
+                &["type"],
+            ),
+        };
+        types = types.item(when(
+            vec![
+                ("type", one_of_values([kind.as_str()], false).into()),
+                ("option", option),
+            ],
+            required,
+        ));
+    }
+    vec![types.into()]
 }
 
 #[cfg(test)]
@@ -238,7 +230,7 @@ mod tests {
 
     #[test]
     fn external_media_rules_accept_what_validation_accepts() {
-        let schema = rules(ExternalMediaBody::rules());
+        let schema = rules(external_media());
         let directions = ["in", "out", "both", "none"];
         let mut tried = 0;
         for encapsulation in choices(&["rtp", "audiosocket"]) {
@@ -270,7 +262,7 @@ mod tests {
 
     #[test]
     fn connect_rules_accept_what_validation_accepts() {
-        let schema = rules(ConnectBody::rules());
+        let schema = rules(connect());
         let encapsulations: Vec<&str> = Encapsulation::ALL.map(Encapsulation::as_str).to_vec();
         let formats: Vec<&str> = Format::ALL.map(Format::as_str).to_vec();
         for encapsulation in choices(&encapsulations) {
