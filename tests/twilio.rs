@@ -169,12 +169,39 @@ async fn twilio_media_sent_is_heard_back_through_echo_and_marks_return() {
 async fn twilio_takes_ulaw_only() {
     let service = Service::start(test_settings()).await;
     let id = call(&service, "tone").await;
-    let (status, body) = service
-        .get(&format!(
-            "/v1.0/calls/{id}/media_stream?encapsulation=twilio&format=slin&token={API_KEY}"
-        ))
-        .await;
-    assert_eq!(status, 400, "{body}");
+    // A real upgrade, refused for its format alone: the same request in μ-law is taken.
+    let url = |format: &str| {
+        format!(
+            "ws://{}/v1.0/calls/{id}/media_stream?encapsulation=twilio&format={format}&token={API_KEY}",
+            service.addr
+        )
+    };
+    match tokio_tungstenite::connect_async(url("slin")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 400);
+            let body: serde_json::Value =
+                serde_json::from_slice(resp.body().as_deref().unwrap_or_default())
+                    .expect("a JSON error");
+            assert_eq!(reason(&body), "INVALID_ARGUMENT", "{body}");
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("format slin") && message.contains("twilio"),
+                "{message}"
+            );
+        }
+        Ok(_) => panic!("a Twilio stream in slin was taken"),
+        Err(e) => panic!("connect: {e}"),
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(url("ulaw"))
+        .await
+        .expect("a Twilio stream in μ-law is taken");
+    assert_eq!(
+        next_json(&mut ws, Duration::from_secs(5))
+            .await
+            .expect("connected")["event"],
+        "connected"
+    );
+    let _ = ws.close(None).await;
     hangup(&ari().await, &id).await;
     service.stop().await;
 }
