@@ -56,8 +56,12 @@ async fn streams_keep_their_audio_while_the_event_socket_is_cut() {
     );
     assert_eq!(close.map(|c| c.0), Some(1000));
     keeps.listen(Duration::from_millis(200)).await;
-    let (_, frames) = keeps.listen(Duration::from_secs(1)).await;
-    assert!((45..=55).contains(&frames), "still 50 a second: {frames}");
+    // Over three seconds, with the tolerance a busy machine needs.
+    let (_, frames) = keeps.listen(Duration::from_secs(3)).await;
+    assert!(
+        (135..=165).contains(&frames),
+        "still 50 a second: {frames} in 3 s"
+    );
     assert!(keeps.close.is_none());
     keeps.close().await;
     finish(service, &[&kept]).await;

@@ -70,20 +70,19 @@ async fn half_open_and_dribbling_connections_are_bounded_and_timed_out() {
     );
     assert_eq!(status_and_reason(&refused), (429, "LIMIT_EXCEEDED".into()));
 
-    // The stream already running is not disturbed (what arrived meanwhile is read first).
+    // The stream already running is not disturbed (what arrived meanwhile is read first),
+    // judged over three seconds with the tolerance a busy machine needs, while the idle ones
+    // are answered 408 and closed once their time is up.
     running.listen(Duration::from_millis(200)).await;
-    let (_, frames) = running.listen(Duration::from_secs(1)).await;
-    assert!((45..=55).contains(&frames), "{frames} frames in 1 s");
-
-    // The idle ones are answered 408 and closed once their time is up.
-    let answers = futures::future::join_all(
-        idle.iter_mut()
-            .map(|tcp| answer(tcp, Duration::from_secs(3))),
-    )
-    .await;
-    let closed = opened.elapsed();
+    let answered = futures::future::join_all(idle.iter_mut().map(|tcp| async {
+        let answer = answer(tcp, Duration::from_secs(3)).await;
+        (answer, opened.elapsed())
+    }));
+    let ((_, frames), answers) = tokio::join!(running.listen(Duration::from_secs(3)), answered);
+    assert!((135..=165).contains(&frames), "{frames} frames in 3 s");
+    let closed = answers.iter().map(|(_, at)| *at).max().unwrap_or_default();
     println!("idle connections answered {:?} after opening", closed);
-    for a in &answers {
+    for (a, _) in &answers {
         assert_eq!(status_and_reason(a), (408, "REQUEST_TIMEOUT".into()), "{a}");
     }
     assert!(
