@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::audio::{describe, tone_share, tone_share_at};
 use common::client::Enc;
+use common::listeners::call_voice;
 use common::*;
 
 const CLI: &str = env!("CARGO_BIN_EXE_ari-mediastream-cli");
@@ -139,11 +140,11 @@ async fn wideband_record_and_play() {
         writer.write_sample(s as i16).expect("write");
     }
     writer.finalize().expect("finalize");
-    let mut ear = stream(&service, &echo, Enc::SlnSlin16).await;
+    let mut ear = call_voice(&service, &echo, "slin16").await;
     let mut cmd = cli(&service);
     cmd.args(["play", "--call", &echo, "--format", "slin16"])
         .arg(&input);
-    let ((heard, _), (output, _)) = tokio::join!(
+    let (heard, (output, _)) = tokio::join!(
         ear.listen(Duration::from_secs(4)),
         run(cmd, Duration::from_secs(15))
     );
@@ -159,7 +160,7 @@ async fn wideband_record_and_play() {
         .fold(0.0, f64::max);
     println!("play --format slin16 into echo: best 5000 Hz share {best:.3}");
     assert!(best > 0.8, "5000 Hz share {best}");
-    ear.close().await;
+    drop(ear);
     let _ = std::fs::remove_file(&input);
     service.stop().await;
 }
@@ -185,15 +186,15 @@ async fn play_into_an_echo_call_is_heard_and_exits_after_the_file() {
     }
     writer.finalize().expect("finalize");
 
-    // A second stream on the same call hears what the client plays (directly and echoed).
-    let mut ear = stream_with_events(&service, &call, Enc::SlnSlin).await;
+    // The call's own voice: what it sends back of what it heard, never the client's audio
+    // straight from the bridge.
+    let mut ear = call_voice(&service, &call, "slin").await;
     let mut cmd = cli(&service);
     cmd.args(["play", "--call", &call]).arg(&input);
-    let (heard, (output, took)) = tokio::join!(
+    let (samples, (output, took)) = tokio::join!(
         ear.listen(Duration::from_secs(4)),
         run(cmd, Duration::from_secs(15))
     );
-    let (samples, _) = heard;
     assert!(
         output.status.success(),
         "play failed: {}",
@@ -201,7 +202,7 @@ async fn play_into_an_echo_call_is_heard_and_exits_after_the_file() {
     );
     let share = best_share(&samples, 600.0);
     println!(
-        "play: exited after {took:?}; the other stream heard {:.2} s, best 600 Hz share {share:.3}; {}",
+        "play: exited after {took:?}; the call sent back {:.2} s, best 600 Hz share {share:.3}; {}",
         samples.len() as f64 / 8000.0,
         describe(&samples, &[600.0, 1000.0])
     );
@@ -210,7 +211,22 @@ async fn play_into_an_echo_call_is_heard_and_exits_after_the_file() {
         "play took {took:?} for 1.5 s of audio"
     );
     assert!(share > 0.8, "600 Hz share {share}");
-    ear.close().await;
+    drop(ear);
+
+    // The control: a call that sends back nothing of what it hears (silence), played the same
+    // file, sends no tone. What the ear heard above came from the call.
+    let quiet = common::call(&service, "silence").await;
+    let mut ear = call_voice(&service, &quiet, "slin").await;
+    let mut cmd = cli(&service);
+    cmd.args(["play", "--call", &quiet]).arg(&input);
+    let (samples, (output, _)) = tokio::join!(
+        ear.listen(Duration::from_secs(3)),
+        run(cmd, Duration::from_secs(15))
+    );
+    assert!(output.status.success());
+    let share = best_share(&samples, 600.0);
+    println!("play into a silent call: best 600 Hz share {share:.3}");
+    assert!(share < 0.2, "the silent call sent a tone back: {share}");
     let _ = std::fs::remove_file(&input);
 }
 
@@ -362,6 +378,12 @@ async fn listen_writes_the_call_as_raw_audio_to_stdout_until_the_call_ends() {
     cmd.args(["listen", "--call", &call])
         .stdout(std::process::Stdio::piped());
     let child = cmd.spawn().expect("the client runs");
+    // Once its stream runs, two seconds of the call, then the hangup.
+    eventually(Duration::from_secs(5), || async {
+        let (_, list) = service.get("/v1.0/media_streams").await;
+        list["result"].as_array().is_some_and(|l| !l.is_empty())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     hangup(&ari().await, &call).await;
     let output = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output())
@@ -378,7 +400,7 @@ async fn listen_writes_the_call_as_raw_audio_to_stdout_until_the_call_ends() {
     let seconds = samples.len() as f64 / 8000.0;
     let share = best_share(&samples, 1000.0);
     println!("listen: {seconds:.2} s of audio, best 1000 Hz share {share:.3}");
-    assert!((1.5..=2.5).contains(&seconds), "{seconds} s");
+    assert!((1.8..=2.6).contains(&seconds), "{seconds} s");
     assert!(share > 0.8, "the call's tone: {share}");
     service.stop().await;
 }

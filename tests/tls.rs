@@ -37,7 +37,13 @@ async fn asterisk_over_tls_with_a_private_ca() {
     let mut settings = test_settings();
     settings.ari.url = url.parse().expect("url");
     let untrusting = Service::start_unready(settings.clone()).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    eventually(Duration::from_secs(5), || async {
+        untrusting
+            .metric("mediastream_ari_connect_failures_total")
+            .await
+            >= 1.0
+    })
+    .await;
     let failures = untrusting
         .metric("mediastream_ari_connect_failures_total")
         .await;

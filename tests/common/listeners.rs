@@ -100,3 +100,59 @@ impl AudioSocketPeer {
         }
     }
 }
+
+/// What a call itself sends, and only that: its `in` direction through a snoop, carried by an
+/// AudioSocket external media to a server of the test's. Audio played into the call is heard
+/// here only if the call sends it back (an `Echo()` call does), never straight from the
+/// bridge, as a second stream on the call would hear it.
+pub struct CallVoice {
+    peer: AudioSocketPeer,
+    /// Keeps the port: Asterisk connected once.
+    _listener: TcpListener,
+}
+
+/// Starts a [`CallVoice`] on `call` in `format` (`slin` or `slin16`).
+pub async fn call_voice(service: &super::Service, call: &str, format: &str) -> CallVoice {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let host = listener.local_addr().expect("addr").to_string();
+    let body = serde_json::json!({
+        "external_host": host,
+        "encapsulation": "audiosocket",
+        "format": format,
+        "direction_listen": "in",
+        "direction_speak": "none",
+    });
+    let path = format!("/v1.0/calls/{call}/external_media");
+    let ((status, view), mut peer) = tokio::join!(
+        service.post(&path, Some(body)),
+        accept_audiosocket(&listener, Duration::from_secs(5))
+    );
+    assert_eq!(status, 201, "{view}");
+    let (kind, _) = peer
+        .frame(Duration::from_secs(2))
+        .await
+        .expect("the UUID frame");
+    assert_eq!(kind, 0x01, "an AudioSocket stream opens with its UUID");
+    CallVoice {
+        peer,
+        _listener: listener,
+    }
+}
+
+impl CallVoice {
+    /// The call's audio for `window`.
+    pub async fn listen(&mut self, window: Duration) -> Vec<i16> {
+        let end = Instant::now() + window;
+        let mut samples = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.peer.frame(left).await {
+                Some((kind, payload)) if kind >= 0x10 => {
+                    samples.extend(audio::from_le(&payload));
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        samples
+    }
+}
