@@ -4,6 +4,8 @@
 //!   thread serves many streams on one UDP socket and one 20 ms timer;
 //! - [`stream`]: the driver that gives a stream a task of its own, for legs with a socket of
 //!   their own (AudioSocket, [`audiosocket_leg`]);
+//! - [`driver`]: what the two drivers share (the session's side of a stream, metrics cadence,
+//!   the farewell's time);
 //! - [`client`]: the client's WebSocket connection, taken over after the upgrade.
 //!
 //! Written against [`Inbound`]/[`Outbound`] and plain sockets, so it knows nothing of axum,
@@ -14,6 +16,7 @@ pub mod audiosocket_leg;
 pub mod client;
 pub mod core;
 pub mod dial;
+pub mod driver;
 pub mod stream;
 pub mod worker;
 

@@ -12,7 +12,6 @@ use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::audiosocket_leg::AudioSocketLeg;
@@ -20,17 +19,15 @@ pub use super::core::{
     Action, CLIENT_PT_L16, CLIENT_PT_L16_WIDEBAND, CLIENT_PT_ULAW, CLIENT_RING_FRAMES,
     CLIENT_STALL, EndReason, MAX_MESSAGE_BYTES, PTIME, Signal, StreamSpec,
 };
-use super::core::{CoreConfig, Stats, StreamCore};
+use super::core::{CoreConfig, StreamCore};
+pub use super::driver::Channels;
+use super::driver::{DRAIN, SessionLink};
 use super::{Inbound, Outbound};
-use crate::telemetry::{DirectionLabels, Metrics, ReasonLabels};
+use crate::telemetry::Metrics;
 
 /// How long one write to Asterisk may take: a peer that stops reading ends the stream (1011)
 /// instead of stalling its clock.
 const LEG_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
-/// How long the last messages may take to reach the client once the stream has ended.
-const DRAIN: Duration = Duration::from_millis(500);
-/// How often a stream adds its counters to the shared metrics: no shared write per frame.
-const METRICS_EVERY: Duration = Duration::from_secs(1);
 
 /// The first 20 ms boundary of the process-wide grid at or after `now`. Every stream's clock
 /// ticks on the same grid, so the runtime wakes once per 20 ms for all of them instead of once
@@ -96,14 +93,6 @@ impl Leg {
     }
 }
 
-/// The session's side of a running stream.
-#[derive(Debug)]
-pub struct Channels {
-    pub signals: mpsc::UnboundedReceiver<Signal>,
-    /// Bounded: a client flooding DTMF requests has them dropped (counted), not queued forever.
-    pub actions: mpsc::Sender<Action>,
-}
-
 /// Runs the stream until it ends; returns why. The client has been sent `stopped` (with
 /// `events`) and a close frame by then, as far as it was reading.
 pub async fn run<S, K>(
@@ -111,7 +100,7 @@ pub async fn run<S, K>(
     mut leg: Leg,
     mut client_rx: S,
     mut client_tx: K,
-    mut channels: Channels,
+    channels: Channels,
     cancel: CancellationToken,
     metrics: Arc<Metrics>,
 ) -> EndReason
@@ -121,8 +110,7 @@ where
 {
     let now = Instant::now();
     let mut core = StreamCore::new(core_config(spec, now, shared_grid(now)));
-    let mut reporter = Reporter::new(metrics);
-    let mut metrics_due = Instant::now() + METRICS_EVERY;
+    let mut session = SessionLink::new(channels, metrics, now);
     // One timer, re-armed only when the core's deadline moves.
     let mut armed = core.poll_timeout();
     let timer = sleep_until_opt(armed.map(tokio::time::Instant::from_std));
@@ -140,10 +128,7 @@ where
         let (wants_client, leg_open) = (core.wants_client(), core.is_running());
         tokio::select! {
             _ = cancel.cancelled() => core.end(EndReason::Shutdown),
-            signal = channels.signals.recv() => {
-                let signal = signal.unwrap_or(Signal::End(EndReason::Failure("the session ended".into())));
-                core.handle_signal(Instant::now(), signal);
-            }
+            signal = session.signals().recv() => session.signal(&mut core, Instant::now(), signal),
             _ = &mut timer => {
                 let now = Instant::now();
                 core.handle_timeout(now);
@@ -152,11 +137,8 @@ where
                         core.end(EndReason::Failure(format!("sending to Asterisk: {e}")));
                     }
                 }
-                if now >= metrics_due {
-                    metrics_due += METRICS_EVERY;
-                    reporter.bad_leg_packets += leg.take_drops();
-                    reporter.report(&mut core);
-                }
+                session.bad_leg_packets(leg.take_drops());
+                session.report_due(&mut core, now);
             }
             received = leg.recv(), if leg_open => match received {
                 Ok(payload) => core.handle_leg(Instant::now(), payload),
@@ -176,19 +158,15 @@ where
                 }
             }
         }
-        while let Some(action) = core.poll_action() {
-            match channels.actions.try_send(action) {
-                Ok(()) => {}
-                // The stream waits for the session's word on it: it must arrive.
-                Err(mpsc::error::TrySendError::Full(Action::LegClosed)) => {
-                    let _ = channels.actions.send(Action::LegClosed).await;
-                }
-                Err(_) => reporter.dtmf_backlog += 1,
-            }
+        session.give_actions(&mut core);
+        // A closed leg waits for the session's word on it: the question must arrive.
+        while session.waiting() {
+            session.room().await;
+            session.give_actions(&mut core);
         }
     }
-    reporter.bad_leg_packets += leg.take_drops();
-    reporter.report(&mut core);
+    session.bad_leg_packets(leg.take_drops());
+    session.report(&mut core);
     if !client_gone {
         // The farewell waits for room, briefly: a client that does not read gets the close
         // frame as far as TCP lets it. A client that closed first takes no more messages, but
@@ -251,74 +229,6 @@ where
         client_tx.close().await.ok()
     };
     let _ = tokio::time::timeout(DRAIN, goodbye).await;
-}
-
-/// Adds a stream's counters to the shared metrics, and keeps its share of the queue gauge.
-#[derive(Debug)]
-pub(crate) struct Reporter {
-    metrics: Arc<Metrics>,
-    queue_reported: i64,
-    /// DTMF requests the session did not take.
-    pub(crate) dtmf_backlog: u64,
-    /// Packets on the leg that were not Asterisk's audio.
-    pub(crate) bad_leg_packets: u64,
-}
-
-impl Reporter {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Reporter {
-        Reporter {
-            metrics,
-            queue_reported: 0,
-            dtmf_backlog: 0,
-            bad_leg_packets: 0,
-        }
-    }
-
-    pub(crate) fn report(&mut self, core: &mut StreamCore) {
-        let Stats {
-            to_client,
-            to_asterisk,
-            bad_client_rtp,
-            client_slow,
-            dtmf_backlog,
-            ignored,
-            worst_lateness,
-        } = core.take_stats();
-        let m = &*self.metrics;
-        m.pacer_lateness.observe(worst_lateness.as_secs_f64());
-        let frames = |direction| {
-            m.stream_frames
-                .get_or_create(&DirectionLabels { direction })
-        };
-        frames("to_client").inc_by(to_client);
-        frames("to_asterisk").inc_by(to_asterisk);
-        let drops = |reason, n| {
-            if n > 0 {
-                m.stream_drops
-                    .get_or_create(&ReasonLabels { reason })
-                    .inc_by(n);
-            }
-        };
-        drops(
-            "bad_rtp",
-            bad_client_rtp + std::mem::take(&mut self.bad_leg_packets),
-        );
-        drops("client_slow", client_slow);
-        drops("ignored_event", ignored);
-        drops(
-            "dtmf_backlog",
-            dtmf_backlog + std::mem::take(&mut self.dtmf_backlog),
-        );
-        let queued = core.queued_frames() as i64;
-        m.stream_queue_frames.inc_by(queued - self.queue_reported);
-        self.queue_reported = queued;
-    }
-}
-
-impl Drop for Reporter {
-    fn drop(&mut self) {
-        self.metrics.stream_queue_frames.dec_by(self.queue_reported);
-    }
 }
 
 /// Sleeps until `at`, or for ever when there is no `at` (a `select!` branch that never fires).

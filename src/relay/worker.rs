@@ -44,8 +44,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Inbound;
 use super::client::{ClientConn, ClientGone, NonBlocking, Received, StdConn};
-use super::core::{EndReason, PTIME, Signal, StreamCore};
-use super::stream::{Channels, Reporter, StreamSpec, core_config};
+use super::core::{EndReason, PTIME, StreamCore};
+use super::driver::{Channels, DRAIN, REPORT_EVERY, SessionLink};
+use super::stream::{StreamSpec, core_config};
 use crate::codec::rtp::{self, RtpSender};
 use crate::telemetry::{Metrics, ReasonLabels};
 
@@ -64,10 +65,6 @@ const CLOCK_LEAD: Duration = Duration::from_micros(20);
 /// the thread wakes at most 2,000 times a second however many streams it serves, and a
 /// datagram waits at most this long. A datagram after a quiet spell is read at once.
 const RECEIVE_GAP: Duration = Duration::from_micros(500);
-/// How long the last messages may take to reach a client once its stream has ended.
-const DRAIN: Duration = Duration::from_millis(500);
-/// Ticks between two reports of a stream's counters to the shared metrics (one second).
-const REPORT_EVERY: u32 = 50;
 
 /// What a stream needs of a worker. `C` is the client's connection: as the HTTP server handed
 /// it over, then as the worker's thread takes it.
@@ -269,8 +266,7 @@ struct Entry {
     leg: RtpSender,
     /// RTP timestamp step of one frame towards Asterisk.
     frame_samples: u32,
-    channels: Channels,
-    reporter: Reporter,
+    session: SessionLink,
     /// Told why the stream ended, once.
     done: Option<oneshot::Sender<EndReason>>,
     /// The client's socket was full at the last write.
@@ -322,30 +318,6 @@ impl Entry {
         }
     }
 
-    /// Word from the session.
-    fn take_signals(&mut self, now: Instant) {
-        loop {
-            match self.channels.signals.try_recv() {
-                Ok(signal) => self.core.handle_signal(now, signal),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    let why = EndReason::Failure("the session ended".into());
-                    self.core.handle_signal(now, Signal::End(why));
-                    break;
-                }
-            }
-        }
-    }
-
-    /// Requests for the session.
-    fn give_actions(&mut self) {
-        while let Some(action) = self.core.poll_action() {
-            if self.channels.actions.try_send(action).is_err() {
-                self.reporter.dtmf_backlog += 1;
-            }
-        }
-    }
-
     /// Once ended: reports why (once) and says whether the entry can go: the client has
     /// answered the farewell's close frame, or the farewell has had its time.
     fn finished(&mut self, now: Instant) -> bool {
@@ -354,7 +326,7 @@ impl Entry {
         };
         let ended_at = *self.ended_at.get_or_insert(now);
         if let Some(done) = self.done.take() {
-            self.reporter.report(&mut self.core);
+            self.session.report(&mut self.core);
             let _ = done.send(reason);
         }
         self.write_client();
@@ -502,7 +474,8 @@ struct Worker {
     send: SendBatch,
     /// Streams with new audio for their client during this read.
     touched: Vec<usize>,
-    ticks: u32,
+    /// When the worker's own counters are next added to the metrics.
+    next_report: Instant,
     /// Datagrams from no known stream, and sends the kernel refused, since the last report.
     foreign: u64,
     unsent: u64,
@@ -542,7 +515,7 @@ impl Worker {
                 headers: MultiHeaders::preallocate(BATCH, None),
             },
             touched: Vec::new(),
-            ticks: 0,
+            next_report: Instant::now() + REPORT_EVERY,
             foreign: 0,
             unsent: 0,
             metrics,
@@ -632,8 +605,7 @@ impl Worker {
                 (seed >> 48) as u32,
                 leg_payload_type,
             ),
-            channels,
-            reporter: Reporter::new(self.metrics.clone()),
+            session: SessionLink::new(channels, self.metrics.clone(), now),
             done: Some(done),
             blocked: false,
             ended_at: None,
@@ -687,24 +659,21 @@ impl Worker {
         }
         self.send.flush(&self.udp, &mut self.unsent);
 
-        self.ticks = self.ticks.wrapping_add(1);
-        let report = self.ticks.is_multiple_of(REPORT_EVERY);
         for index in 0..self.streams.len() {
             let Some(entry) = self.streams[index].as_mut() else {
                 continue;
             };
-            entry.take_signals(now);
+            entry.session.take_signals(&mut entry.core, now);
             entry.read_client(now);
-            entry.give_actions();
+            entry.session.give_actions(&mut entry.core);
             entry.write_client();
-            if report {
-                entry.reporter.report(&mut entry.core);
-            }
+            entry.session.report_due(&mut entry.core, now);
             if entry.finished(now) {
                 self.remove(index);
             }
         }
-        if report {
+        if now >= self.next_report {
+            self.next_report = now + REPORT_EVERY;
             self.report();
         }
     }
@@ -743,7 +712,7 @@ impl Worker {
                             self.touched.push(index);
                         }
                     }
-                    Err(_) => entry.reporter.bad_leg_packets += 1,
+                    Err(_) => entry.session.bad_leg_packets(1),
                 }
             }
             if count < BATCH {

@@ -648,20 +648,26 @@ fn state_error(e: AriError, conf: &ConferenceId) -> SessionError {
     }
 }
 
+/// A registry of application `cap` whose Asterisk never answers, for tests that feed it
+/// events themselves.
+#[cfg(test)]
+pub(crate) fn unconnected() -> Registry {
+    let ari = AriClient::new(&crate::config::AriSettings {
+        url: "http://127.0.0.1:9".parse().expect("url"),
+        username: "u".into(),
+        password: "p".into(),
+        app: "cap".into(),
+        ca_file: None,
+    });
+    Registry::new("cap".into(), ari, Arc::new(Metrics::new()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AriSettings;
 
     fn registry() -> Registry {
-        let ari = AriClient::new(&AriSettings {
-            url: "http://127.0.0.1:9".parse().expect("url"),
-            username: "u".into(),
-            password: "p".into(),
-            app: "cap".into(),
-            ca_file: None,
-        });
-        Registry::new("cap".into(), ari, Arc::new(Metrics::new()))
+        unconnected()
     }
 
     fn replay(r: &Registry, fixture: &str, until: usize) {

@@ -558,22 +558,9 @@ mod tests {
     /// (captured), through the registry as the service receives them, each at its own time.
     /// `extra` adds events (with their offset in ms from the first) to try other orderings.
     fn replay(extra: &[(u64, &str)]) -> Harness {
-        use crate::ari::{AriClient, Event};
-        use crate::config::AriSettings;
-        use crate::session::Registry;
+        use crate::ari::Event;
 
-        let ari = AriClient::new(&AriSettings {
-            url: "http://127.0.0.1:9".parse().expect("url"),
-            username: "u".into(),
-            password: "p".into(),
-            app: "cap".into(),
-            ca_file: None,
-        });
-        let registry = Registry::new(
-            "cap".into(),
-            ari,
-            std::sync::Arc::new(crate::telemetry::Metrics::new()),
-        );
+        let registry = crate::session::registry::unconnected();
         let resource = Resource::Call(CallId::parse("cap-call-1").expect("id"));
         let mut h = Harness::call();
         h.core = FollowCore::new(&resource, "mediastream-em-1".into());

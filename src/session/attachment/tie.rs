@@ -341,21 +341,10 @@ impl Attachment<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AriSettings;
-    use crate::session::Registry;
-    use crate::telemetry::Metrics;
 
     fn attachments() -> Attachments {
-        let ari = crate::ari::AriClient::new(&AriSettings {
-            url: "http://127.0.0.1:9".parse().expect("url"),
-            username: "u".into(),
-            password: "p".into(),
-            app: "cap".into(),
-            ca_file: None,
-        });
-        let registry = Registry::new("cap".into(), ari, Arc::new(Metrics::new()));
         Attachments::new(
-            Arc::new(registry),
+            Arc::new(crate::session::registry::unconnected()),
             "cap".into(),
             tokio_util::sync::CancellationToken::new(),
             tokio::sync::watch::channel(false).1,
