@@ -296,4 +296,29 @@ BODIES = {
 for name, value in BODIES.items():
     write("rest_bodies", name, json.dumps(value))
 
+
+# http_heads: the first byte is the size of each read, the rest a request head or an answer
+# to the service's upgrade (key dGhlIHNhbXBsZSBub25jZQ==).
+HEADS = {
+    "request": b"GET /v1.0/calls/c1/media_stream?encapsulation=sln HTTP/1.1\r\nHost: x\r\n"
+               b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x00",
+    "partial": b"GET / HTTP/1.1\r\nHost: x\r\n",
+    "upgrade-101": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                   b"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                   b"\r\n\x81\x02hi",
+    "upgrade-refused": b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+    "upgrade-wrong-key": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: AAAA\r\n\r\n",
+}
+for name, head in HEADS.items():
+    for step in (0, 6, 255):
+        write("http_heads", f"{name}-{step + 1}", bytes([step]) + head)
+
+# ari_events: every event Asterisk sent in the captured sessions.
+for fixture in ("call", "bridge"):
+    path = os.path.join(HERE, "..", "tests", "fixtures", f"ari-events-{fixture}.json")
+    with open(path) as f:
+        for i, event in enumerate(json.load(f)):
+            write("ari_events", f"{fixture}-{i:02d}-{event['type']}", json.dumps(event))
+
 print(f"seeds written under {CORPUS}", file=sys.stderr)

@@ -4,5 +4,6 @@
 pub mod audiosocket;
 pub mod control;
 pub mod g711;
+pub mod http;
 pub mod rtp;
 pub mod twilio;

@@ -15,15 +15,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::task::TaskTracker;
 use tungstenite::handshake::client::generate_key;
-use tungstenite::handshake::derive_accept_key;
 
 use super::client::ClientConn;
+use crate::codec::http::{self, UpgradeError};
 
 /// How long the TCP connection and the upgrade may take, each.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest upgrade response read.
 const MAX_RESPONSE: usize = 16 * 1024;
-const MAX_HEADERS: usize = 64;
 
 /// Why the client's server could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -125,14 +124,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let key = generate_key();
-    let request = request(host, target, &key);
+    let request = http::upgrade_request(host, target, &key);
     stream.write_all(request.as_bytes()).await?;
     let mut buf = BytesMut::with_capacity(2048);
     loop {
         if stream.read_buf(&mut buf).await? == 0 {
             return Err(DialError::Invalid("the server closed before answering"));
         }
-        match parse_response(&buf, &key)? {
+        match http::upgrade_response(&buf, &key)? {
             Some(used) => {
                 let rest: Bytes = buf.split_off(used).freeze();
                 return Ok((stream, rest));
@@ -145,109 +144,11 @@ where
     }
 }
 
-/// The upgrade request.
-fn request(host: &str, target: &str, key: &str) -> String {
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    };
-    format!(
-        "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
-         User-Agent: ari-mediastream/{}\r\n\r\n",
-        env!("CARGO_PKG_VERSION")
-    )
-}
-
-/// The length of a complete, valid `101` answer in `buf`; `None` while it is incomplete.
-fn parse_response(buf: &[u8], key: &str) -> Result<Option<usize>, DialError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let used = match response.parse(buf) {
-        Ok(httparse::Status::Complete(used)) => used,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(DialError::Invalid("not an HTTP answer")),
-    };
-    let status = response.code.unwrap_or(0);
-    if status != 101 {
-        return Err(DialError::Refused { status });
-    }
-    let header = |name: &str| {
-        response
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
-    let is = |name: &str, value: &str| {
-        header(name)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .is_some_and(|v| {
-                v.split(',')
-                    .any(|token| token.trim().eq_ignore_ascii_case(value))
-            })
-    };
-    if !is("upgrade", "websocket") || !is("connection", "upgrade") {
-        return Err(DialError::Invalid(
-            "no Upgrade: websocket / Connection: Upgrade",
-        ));
-    }
-    if header("sec-websocket-accept") != Some(derive_accept_key(key.as_bytes()).as_bytes()) {
-        return Err(DialError::Invalid(
-            "Sec-WebSocket-Accept does not match the key",
-        ));
-    }
-    Ok(Some(used))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-    const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
-
-    #[test]
-    fn a_valid_answer_and_what_follows_it() {
-        let answer = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n\x01\x02hi"
-        );
-        let used = parse_response(answer.as_bytes(), KEY)
-            .expect("valid")
-            .expect("complete");
-        assert_eq!(&answer.as_bytes()[used..], b"\x01\x02hi");
-        assert!(matches!(
-            parse_response(&answer.as_bytes()[..20], KEY),
-            Ok(None)
-        ));
-    }
-
-    #[test]
-    fn refusals() {
-        let not_found = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
-        assert!(matches!(
-            parse_response(not_found, KEY),
-            Err(DialError::Refused { status: 404 })
-        ));
-        let wrong_key = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                         Connection: Upgrade\r\nSec-WebSocket-Accept: AAAA\r\n\r\n";
-        assert!(matches!(
-            parse_response(wrong_key.as_bytes(), KEY),
-            Err(DialError::Invalid(_))
-        ));
-        assert!(matches!(
-            parse_response(b"SSH-2.0-OpenSSH\r\n\r\n", KEY),
-            Err(DialError::Invalid(_))
-        ));
-    }
-
-    #[test]
-    fn ipv6_hosts_are_bracketed() {
-        assert!(request("::1", "/", KEY).contains("Host: [::1]\r\n"));
-        assert!(
-            request("bot", "/ws?a=1", KEY).starts_with("GET /ws?a=1 HTTP/1.1\r\nHost: bot\r\n")
-        );
+impl From<UpgradeError> for DialError {
+    fn from(e: UpgradeError) -> DialError {
+        match e {
+            UpgradeError::Refused { status } => DialError::Refused { status },
+            UpgradeError::Invalid(why) => DialError::Invalid(why),
+        }
     }
 }
