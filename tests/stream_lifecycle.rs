@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::audio::{rms, tone, tone_share};
+use common::audio::{rms, slin_le, tone, tone_share};
 use common::client::{Enc, open};
 use common::*;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -189,6 +189,91 @@ async fn dtmf_goes_into_the_call_and_comes_back_as_an_event() {
         .filter_map(|t| t["digit"].as_str())
         .collect();
     assert_eq!(digits, vec!["5", "#"], "{:?}", client.texts);
+    client.close().await;
+    hangup(&ari().await, &id).await;
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn an_audiosocket_client_plays_digits_and_hangs_up_with_frames() {
+    let service = Service::start(test_settings()).await;
+    // Echo returns DTMF: a digit the client's DTMF frame played into the call comes back.
+    let id = call(&service, "echo").await;
+    let mut client = stream_with_events(&service, &id, Enc::AudioSocket).await;
+    client.listen(Duration::from_millis(300)).await;
+    // Two DTMF frames in one message (0x03, one ASCII digit each).
+    client
+        .send_binary(vec![0x03, 0, 1, b'7', 0x03, 0, 1, b'*'])
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while client.texts.iter().filter(|t| t["type"] == "dtmf").count() < 2
+        && Instant::now() < deadline
+    {
+        client.listen(Duration::from_millis(50)).await;
+    }
+    let digits: Vec<&str> = client
+        .texts
+        .iter()
+        .filter(|t| t["type"] == "dtmf")
+        .filter_map(|t| t["digit"].as_str())
+        .collect();
+    assert_eq!(digits, vec!["7", "*"], "{:?}", client.texts);
+
+    // A hangup frame (0x00, empty) ends the stream as the client's own close does; the call
+    // stays.
+    client.send_binary(vec![0x00, 0, 0]).await;
+    let close = client.closed(Duration::from_secs(2)).await;
+    assert_eq!(close.map(|c| c.0), Some(1000));
+    let stopped: Vec<&serde_json::Value> = client
+        .texts
+        .iter()
+        .filter(|t| t["type"] == "stopped")
+        .collect();
+    assert_eq!(stopped.len(), 1, "{:?}", client.texts);
+    assert_eq!(stopped[0]["reason"], "client");
+    gone_within(&service, Duration::from_secs(1)).await;
+    let (status, _) = service.get(&format!("/v1.0/calls/{id}")).await;
+    assert_eq!(status, 200, "the call is not hung up");
+    hangup(&ari().await, &id).await;
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn clear_drops_what_is_queued_and_says_cleared_not_drained() {
+    let service = Service::start(test_settings()).await;
+    let id = call(&service, "echo").await;
+    let mut client = stream_with_events(&service, &id, Enc::SlnSlin).await;
+    client.listen(Duration::from_millis(300)).await;
+    // 3.5 s of 600 Hz queued at once (one message within the 64 KiB limit); after a second
+    // of it, `clear`.
+    client
+        .send_binary(slin_le(&tone(600.0, 28_000, 0, 8000.0)))
+        .await;
+    let (playing, _) = client.listen(Duration::from_secs(1)).await;
+    assert!(
+        tone_share(&playing, 600.0) > 0.5,
+        "the tone plays before the clear"
+    );
+    client.send_text(r#"{"type":"clear"}"#).await;
+    // Echo's round trip settles, then the call sends nothing of the tone back.
+    client.listen(Duration::from_millis(400)).await;
+    let (after, _) = client.listen(Duration::from_secs(1)).await;
+    println!(
+        "after clear: rms {:.0}, 600 Hz share {:.2}",
+        rms(&after),
+        tone_share(&after, 600.0)
+    );
+    assert!(rms(&after) < 50.0, "silence after clear: rms {}", rms(&after));
+    let kinds: Vec<&str> = client
+        .texts
+        .iter()
+        .filter_map(|t| t["type"].as_str())
+        .collect();
+    assert!(kinds.contains(&"cleared"), "{kinds:?}");
+    assert!(
+        !kinds.contains(&"drained"),
+        "what was cleared did not finish playing: {kinds:?}"
+    );
     client.close().await;
     hangup(&ari().await, &id).await;
     service.stop().await;
