@@ -301,6 +301,60 @@ async fn a_flow_from_the_dialplan_starts_external_media() {
 }
 
 #[tokio::test]
+async fn a_failing_action_stops_its_flow() {
+    let mut settings = test_settings();
+    // 127.0.0.1 is outside the allowed networks: external_media_start fails.
+    settings.external_media.allowed_hosts = vec!["10.99.0.0/16".parse().expect("net")];
+    let hang_up = serde_json::json!({"type": "hangup"});
+    settings.flows.insert(
+        "strict".into(),
+        vec![
+            flow_action(serde_json::json!({"type": "external_media_start", "option": {"external_host": "127.0.0.1:5000"}})),
+            flow_action(hang_up.clone()),
+        ],
+    );
+    // The control: the same hangup, with nothing failing before it.
+    settings
+        .flows
+        .insert("plain".into(), vec![flow_action(hang_up)]);
+    let service = Service::start(settings).await;
+    let ari = ari().await;
+    // Asterisk's word, whether or not the call was ever seen in the application: the far half
+    // of the Local call, which exists from the originate on, goes with its near half.
+    let exists = |id: String| {
+        let ari = &ari;
+        async move { ari.channel(&id).await.is_ok() }
+    };
+
+    let control = into_flow(&service.app, "plain", "silence").await;
+    assert!(exists(control.clone()).await, "originated");
+    eventually(Duration::from_secs(5), || async {
+        !exists(control.clone()).await
+    })
+    .await;
+
+    let near = into_flow(&service.app, "strict", "silence").await;
+    let flowing = format!("{near};2").replace(';', "%3B");
+    eventually(Duration::from_secs(5), || async {
+        service.get(&format!("/v1.0/calls/{flowing}")).await.0 == 200
+    })
+    .await;
+    // Longer than the control took: the flow stopped at its failing step, so the call stays.
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert!(
+            exists(near.clone()).await,
+            "the flow went on past its failing step"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, call) = service.get(&format!("/v1.0/calls/{flowing}")).await;
+    assert_eq!(call["external_media_ids"], serde_json::json!([]));
+    hangup(&ari, &near).await;
+    service.stop().await;
+}
+
+#[tokio::test]
 async fn an_unknown_flow_leaves_the_call_alone() {
     let service = Service::start(test_settings()).await;
     let ari = ari().await;

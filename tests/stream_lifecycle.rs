@@ -263,7 +263,11 @@ async fn clear_drops_what_is_queued_and_says_cleared_not_drained() {
         rms(&after),
         tone_share(&after, 600.0)
     );
-    assert!(rms(&after) < 50.0, "silence after clear: rms {}", rms(&after));
+    assert!(
+        rms(&after) < 50.0,
+        "silence after clear: rms {}",
+        rms(&after)
+    );
     let kinds: Vec<&str> = client
         .texts
         .iter()
@@ -284,11 +288,23 @@ async fn shutdown_closes_with_1001_and_removes_everything() {
     let service = Service::start(test_settings()).await;
     let app = service.app.clone();
     let id = call(&service, "tone").await;
-    let mut client = stream(&service, &id, Enc::AudioSocket).await;
-    client.listen(Duration::from_millis(300)).await;
+    // Both drivers: an AudioSocket leg's task and a media worker's RTP leg, with events.
+    let mut own_task = stream_with_events(&service, &id, Enc::AudioSocket).await;
+    let mut on_worker = stream_with_events(&service, &id, Enc::RtpUlaw).await;
+    own_task.listen(Duration::from_millis(300)).await;
+    on_worker.listen(Duration::from_millis(100)).await;
     let stopping = tokio::spawn(service.stop());
-    let close = client.closed(Duration::from_secs(2)).await.expect("closed");
-    assert_eq!(close.0, 1001);
+    for client in [&mut own_task, &mut on_worker] {
+        let close = client.closed(Duration::from_secs(2)).await.expect("closed");
+        assert_eq!(close.0, 1001);
+        let stopped: Vec<&serde_json::Value> = client
+            .texts
+            .iter()
+            .filter(|t| t["type"] == "stopped")
+            .collect();
+        assert_eq!(stopped.len(), 1, "{:?}", client.texts);
+        assert_eq!(stopped[0]["reason"], "shutdown");
+    }
     stopping.await.expect("stopped");
     assert!(
         leftovers_of(&app).await.is_empty(),
