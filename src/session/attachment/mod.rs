@@ -30,19 +30,19 @@ use crate::ari::{AriClient, AriErrorKind};
 use crate::domain::{CallId, INTERNAL_PREFIX, Resource};
 
 mod core;
+mod removal;
 mod tie;
 
 pub use self::core::Ended;
 use self::core::{FollowCore, Step};
+use removal::{Object, Outcome, RemovalCore};
 pub use tie::Tap;
 use tie::{Shared, Tie};
 /// How long Asterisk may take to bring a new channel into the application.
 pub const STASIS_START_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long removals Asterisk does not answer are tried again, and the first and longest
-/// waits between tries.
+/// How long a teardown tries again the removals Asterisk does not answer (`removal.rs` has the
+/// backoff).
 pub const REMOVAL_RETRY: Duration = Duration::from_secs(60);
-const REMOVAL_RETRY_FIRST: Duration = Duration::from_millis(250);
-const REMOVAL_RETRY_MAX: Duration = Duration::from_secs(8);
 
 /// What every attachment shares.
 #[derive(Debug)]
@@ -155,57 +155,53 @@ impl Attachments {
         let Removal { channels, bridges } = removal;
         let all: Vec<String> = channels.iter().chain(&bridges).cloned().collect();
         let mut gone = self.registry.expect_gone(&all);
-        let mut left: Vec<(&str, Object)> = channels
-            .iter()
-            .map(|id| (id.as_str(), Object::Channel))
-            .chain(bridges.iter().map(|id| (id.as_str(), Object::Bridge)))
+        let objects = channels
+            .into_iter()
+            .map(|id| (id, Object::Channel))
+            .chain(bridges.into_iter().map(|id| (id, Object::Bridge)))
             .collect();
-        let give_up_at = Instant::now() + retry_for;
-        let mut delay = REMOVAL_RETRY_FIRST;
+        let mut core = RemovalCore::new(objects, Instant::now().into_std(), retry_for);
+        let mut down = self.asterisk_down.clone();
         loop {
-            let attempts = left.iter().map(|&(id, what)| async move {
+            let now = Instant::now().into_std();
+            if self.shutdown.is_cancelled() {
+                core.handle_shutdown(now);
+            }
+            if *down.borrow_and_update() {
+                core.handle_asterisk_down(now);
+            }
+            let attempts = core.poll_attempts(now).into_iter().map(|(id, what)| async move {
                 let removed = match what {
-                    Object::Channel => self.ari.hangup(id).await,
-                    Object::Bridge => self.ari.destroy_bridge(id).await,
+                    Object::Channel => self.ari.hangup(&id).await,
+                    Object::Bridge => self.ari.destroy_bridge(&id).await,
                 };
-                (id, what, removed)
+                let outcome = match removed {
+                    Ok(()) => Outcome::Removed,
+                    Err(e) if e.is_not_found() => Outcome::NotFound,
+                    Err(e) if e.is_transient() => Outcome::Transient,
+                    Err(e) => {
+                        tracing::warn!(what = what.name(), %id, error = %e, "teardown: removal failed");
+                        Outcome::Failed
+                    }
+                };
+                (id, what, outcome)
             });
             let results = futures::future::join_all(attempts).await;
-            let retry = Instant::now() + delay < give_up_at
-                && !self.shutdown.is_cancelled()
-                && !*self.asterisk_down.borrow();
-            left.clear();
-            for (id, what, removed) in results {
-                let Err(e) = removed else { continue };
-                if e.is_transient() && retry {
-                    left.push((id, what));
-                    continue;
-                }
-                // Nothing will report it gone: it was not there, or it stays.
-                gone.skip(id);
-                if !e.is_not_found() {
-                    tracing::warn!(what = what.name(), %id, error = %e, "teardown: removal failed");
-                    let mut unremoved = self.unremoved.lock().unwrap_or_else(|p| p.into_inner());
-                    match what {
-                        Object::Channel => unremoved.channels.push(id.to_owned()),
-                        Object::Bridge => unremoved.bridges.push(id.to_owned()),
-                    }
-                }
+            if !results.is_empty() {
+                core.handle_results(Instant::now().into_std(), results, spread());
             }
-            if left.is_empty() {
+            let Some(due) = core.poll_timeout() else {
                 break;
-            }
+            };
             tracing::info!(
-                count = left.len(),
-                ?delay,
+                delay = ?core.delay(),
                 "teardown: Asterisk did not answer; trying the removals again"
             );
-            // Asterisk found dead meanwhile: one more try, which fails at once, and what is
-            // left waits for its return instead.
-            let mut down = self.asterisk_down.clone();
             tokio::select! {
-                _ = tokio::time::sleep(jittered(delay)) => {}
+                _ = tokio::time::sleep_until(Instant::from_std(due)) => {}
                 _ = self.shutdown.cancelled() => {}
+                // Asterisk found dead meanwhile: one more try, which fails at once, and what
+                // is left waits for its return instead.
                 _ = async {
                     if down.wait_for(|down| *down).await.is_err() {
                         // No one can say so any more: wait out the delay.
@@ -213,34 +209,33 @@ impl Attachments {
                     }
                 } => {}
             }
-            delay = (delay * 2).min(REMOVAL_RETRY_MAX);
+        }
+        for id in core.not_awaited() {
+            gone.skip(&id);
+        }
+        let unremoved_now = core.unremoved();
+        if !unremoved_now.is_empty() {
+            for (id, what) in &unremoved_now {
+                tracing::info!(what = what.name(), %id, "teardown: kept for when Asterisk answers");
+            }
+            let mut unremoved = self.unremoved.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, what) in unremoved_now {
+                match what {
+                    Object::Channel => unremoved.channels.push(id),
+                    Object::Bridge => unremoved.bridges.push(id),
+                }
+            }
         }
         gone.wait(&self.registry, GONE_TIMEOUT).await;
     }
 }
 
-/// `delay` spread over half to one and a half of itself: the teardowns of many streams that
-/// one stall of Asterisk failed together do not all try again in the same instant.
-fn jittered(delay: Duration) -> Duration {
-    let spread = delay.as_millis().max(1) as u64;
+/// Where the next wait falls within half to one and a half of the backoff: random, so that
+/// the teardowns one stall of Asterisk failed together do not all try again in the same
+/// instant.
+fn spread() -> f64 {
     let random = uuid::Uuid::new_v4().as_u64_pair().0;
-    delay / 2 + Duration::from_millis(random % spread)
-}
-
-/// A kind of object the service removes.
-#[derive(Debug, Clone, Copy)]
-enum Object {
-    Channel,
-    Bridge,
-}
-
-impl Object {
-    fn name(self) -> &'static str {
-        match self {
-            Object::Channel => "channel",
-            Object::Bridge => "bridge",
-        }
-    }
+    (random % 1_000_000) as f64 / 1_000_000.0
 }
 
 impl<'a> Attachment<'a> {
