@@ -31,6 +31,8 @@ pub mod secret;
 pub mod session;
 pub mod telemetry;
 pub mod tls;
+#[cfg(test)]
+mod virtual_time;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -7,19 +7,10 @@ use super::*;
 use crate::codec::audiosocket::Kind;
 use crate::codec::rtp;
 use crate::domain::{CallId, ConferenceId};
+use crate::virtual_time::{at, t0};
 
 /// Bytes of one 20 ms frame of 16-bit audio.
 const SLIN_FRAME: usize = 320;
-
-/// The origin of virtual time: the one clock read here, every other instant is an offset.
-fn t0() -> Instant {
-    static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *T0.get_or_init(Instant::now)
-}
-
-fn at(ms: u64) -> Instant {
-    t0() + Duration::from_millis(ms)
-}
 
 fn config(encapsulation: Encapsulation, format: Format, events: bool) -> CoreConfig {
     CoreConfig {

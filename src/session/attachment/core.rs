@@ -247,15 +247,7 @@ impl FollowCore {
 mod tests {
     use super::*;
     use crate::domain::{CallId, ConferenceId};
-
-    fn t0() -> Instant {
-        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        *T0.get_or_init(Instant::now)
-    }
-
-    fn at(ms: u64) -> Instant {
-        t0() + Duration::from_millis(ms)
-    }
+    use crate::virtual_time::{at, t0};
 
     /// A core following call `call` through channel `em`, tied through snoop `sn` and bridge
     /// `br`, with its clock and everything it asked.
@@ -292,7 +284,7 @@ mod tests {
         }
 
         fn ms(&self) -> u64 {
-            (self.now - t0()).as_millis() as u64
+            crate::virtual_time::ms(self.now)
         }
 
         /// Runs the clock to `ms`, serving every deadline on the way as the driver does, and

@@ -167,15 +167,7 @@ impl RemovalCore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn t0() -> Instant {
-        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        *T0.get_or_init(Instant::now)
-    }
-
-    fn at(ms: u64) -> Instant {
-        t0() + Duration::from_millis(ms)
-    }
+    use crate::virtual_time::{at, ms};
 
     fn objects() -> Vec<(String, Object)> {
         vec![
@@ -200,7 +192,7 @@ mod tests {
             before(n, core, due);
             let now = core.poll_timeout().unwrap_or(due);
             let tried = core.poll_attempts(now);
-            attempts.push((now - t0()).as_millis() as u64);
+            attempts.push(ms(now));
             let results = tried
                 .into_iter()
                 .map(|(id, what)| {
