@@ -152,7 +152,7 @@ pub fn write_media(
 
 /// At least the bytes [`write_media`] writes: its fixed text, three numbers of up to 20
 /// digits, the base64 and the escaped stream id.
-fn media_len_bound(stream_sid: &str, ulaw: usize) -> usize {
+pub fn media_len_bound(stream_sid: &str, ulaw: usize) -> usize {
     128 + 3 * 20 + ulaw.div_ceil(3) * 4 + 6 * stream_sid.len() + 2
 }
 

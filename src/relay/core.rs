@@ -327,8 +327,12 @@ enum Queued {
 /// Asterisk's audio waiting for a client, oldest first, at most [`CLIENT_RING_FRAMES`]
 /// frames, in buffers that are reused: a frame is copied in as it arrives and worded by the
 /// dialect as it leaves.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct AudioRing {
+    /// The leg's layout, and the one the dialect words audio in: each frame is converted once,
+    /// as it arrives.
+    from: SampleFormat,
+    to: SampleFormat,
     frames: VecDeque<Waiting>,
     /// Buffers of frames that have left, for the next ones.
     spare: Vec<Vec<u8>>,
@@ -342,21 +346,26 @@ struct AudioRing {
 struct Waiting {
     chunk: u64,
     position: u64,
+    samples: u64,
     audio: Vec<u8>,
 }
 
 impl AudioRing {
-    fn with_capacity(frames: usize) -> AudioRing {
+    fn new(from: SampleFormat, to: SampleFormat, frames: usize) -> AudioRing {
         AudioRing {
+            from,
+            to,
             frames: VecDeque::with_capacity(frames),
             spare: Vec::with_capacity(frames),
-            ..AudioRing::default()
+            arrived: 0,
+            position: 0,
         }
     }
 
-    /// Takes a frame of `samples` samples; `false` when the ring was full and the oldest
-    /// frame was dropped for it.
-    fn push(&mut self, payload: &[u8], samples: u64) -> bool {
+    /// Takes a frame of the leg's audio; `false` when the ring was full and the oldest frame
+    /// was dropped for it.
+    fn push(&mut self, payload: &[u8]) -> bool {
+        let samples = (payload.len() / self.from.sample_bytes()) as u64;
         let mut kept = true;
         if self.frames.len() == CLIENT_RING_FRAMES
             && let Some(oldest) = self.frames.pop_front()
@@ -366,11 +375,12 @@ impl AudioRing {
         }
         let mut audio = self.spare.pop().unwrap_or_default();
         audio.clear();
-        audio.extend_from_slice(payload);
+        crate::media::transcode::convert(self.from, self.to, payload, &mut audio);
         self.arrived += 1;
         self.frames.push_back(Waiting {
             chunk: self.arrived,
             position: self.position,
+            samples,
             audio,
         });
         self.position += samples;
@@ -413,7 +423,8 @@ impl StreamCore {
         let mut dialect = dialect::for_stream(&config.spec, config.seed);
         let opening = dialect.opening(&config.spec);
         let vocabulary = dialect.vocabulary();
-        let mut state = State::new(config, vocabulary);
+        let layout = dialect.audio_layout();
+        let mut state = State::new(config, vocabulary, layout);
         state.events.extend(opening.into_iter().map(Queued::Ready));
         StreamCore {
             dialect,
@@ -489,6 +500,7 @@ impl StreamCore {
             &LegFrame {
                 chunk: frame.chunk,
                 position: frame.position,
+                samples: frame.samples,
                 audio: &frame.audio,
             },
             &mut self.arena,
@@ -614,7 +626,7 @@ impl Inputs for State {
 }
 
 impl State {
-    fn new(config: CoreConfig, vocabulary: Vocabulary) -> State {
+    fn new(config: CoreConfig, vocabulary: Vocabulary, layout: SampleFormat) -> State {
         // The leg carries the client's rate: audio is never resampled on the way.
         let frame_samples = config.spec.format.frame_samples();
         let frame_bytes = frame_samples * config.spec.leg_format.sample_bytes();
@@ -636,7 +648,7 @@ impl State {
             marks: Vec::new(),
             pending_marks: 0,
             events: VecDeque::new(),
-            audio: AudioRing::with_capacity(CLIENT_RING_FRAMES),
+            audio: AudioRing::new(config.spec.leg_format, layout, CLIENT_RING_FRAMES),
             client_stalled_since: None,
             last_leg_at: None,
             asterisk_unreachable: None,
@@ -758,8 +770,7 @@ impl State {
             return;
         }
         self.last_leg_at = Some(now);
-        let samples = (payload.len() / self.config.spec.leg_format.sample_bytes()) as u64;
-        if !self.audio.push(payload, samples) {
+        if !self.audio.push(payload) {
             self.client_stalled_since.get_or_insert(now);
             self.stats.client_slow += 1;
             self.totals.dropped += 1;

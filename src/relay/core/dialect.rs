@@ -102,7 +102,8 @@ pub struct Status {
     pub frames_dropped: u64,
 }
 
-/// One frame of the call's audio on its way to the client, in the leg's format.
+/// One frame of the call's audio on its way to the client, in the dialect's
+/// [`Dialect::audio_layout`] (converted from the leg's as it arrived).
 #[derive(Debug)]
 pub struct LegFrame<'a> {
     /// Counts the leg's frames from 1 as they arrived: a frame dropped for a slow client leaves
@@ -110,6 +111,8 @@ pub struct LegFrame<'a> {
     pub chunk: u64,
     /// Samples the leg had sent before this frame.
     pub position: u64,
+    /// Samples in this frame.
+    pub samples: u64,
     pub audio: &'a [u8],
 }
 
@@ -119,6 +122,9 @@ pub trait Dialect: std::fmt::Debug + Send {
     fn opening(&mut self, spec: &StreamSpec) -> Vec<Outbound>;
     /// Which events the client is told of on this stream.
     fn vocabulary(&self) -> Vocabulary;
+    /// The layout the call's audio is worded in: the core converts each frame to it once, as
+    /// it arrives.
+    fn audio_layout(&self) -> SampleFormat;
     /// Decodes one client message into the core's inputs; an error ends the stream.
     fn decode(&mut self, message: Message<'_>, core: &mut dyn Inputs) -> Result<(), EndReason>;
     /// Words an event as it leaves for the client; `None` for one outside its
@@ -144,49 +150,29 @@ pub fn for_stream(spec: &StreamSpec, seed: u128) -> Box<dyn Dialect> {
 #[derive(Debug)]
 pub struct Arena {
     buf: BytesMut,
-    /// Converted audio is built here, reused.
-    scratch: Vec<u8>,
 }
 
 impl Default for Arena {
     fn default() -> Arena {
         Arena {
             buf: BytesMut::with_capacity(ARENA_BYTES),
-            scratch: Vec::new(),
         }
     }
 }
 
 impl Arena {
-    /// `audio` converted from `from` to `to` (in a scratch buffer the arena reuses), and the
-    /// buffer with room for `overhead` bytes plus twice the converted audio — enough for its
-    /// base64 too. When every message cut from the buffer has been sent, making room takes the
-    /// whole buffer back instead of allocating.
-    pub fn converted(
-        &mut self,
-        from: SampleFormat,
-        to: SampleFormat,
-        audio: &[u8],
-        overhead: usize,
-    ) -> (&mut BytesMut, &[u8]) {
-        self.scratch.clear();
-        crate::media::transcode::convert(from, to, audio, &mut self.scratch);
-        let need = overhead + 2 * self.scratch.len();
+    /// The buffer, with room for `need` more bytes. When every message cut from it has been
+    /// sent, making room takes the whole buffer back instead of allocating.
+    pub fn room(&mut self, need: usize) -> &mut BytesMut {
         if self.buf.capacity() - self.buf.len() < need {
             self.buf.reserve(ARENA_BYTES.max(need));
         }
-        (&mut self.buf, &self.scratch)
+        &mut self.buf
     }
 
-    /// `audio` converted (see [`Arena::converted`]) after `header`, as one binary message.
-    pub fn binary_with(
-        &mut self,
-        header: &[u8],
-        from: SampleFormat,
-        to: SampleFormat,
-        audio: &[u8],
-    ) -> Outbound {
-        let (buf, body) = self.converted(from, to, audio, header.len());
+    /// `header` then `body`, as one binary message.
+    pub fn binary_with(&mut self, header: &[u8], body: &[u8]) -> Outbound {
+        let buf = self.room(header.len() + body.len());
         buf.extend_from_slice(header);
         buf.extend_from_slice(body);
         Outbound::Binary(buf.split().freeze())

@@ -19,8 +19,6 @@ use crate::relay::core::{EndReason, MAX_MESSAGE_BYTES, StreamSpec};
 pub struct AudioSocket {
     /// The layout of the client's audio.
     format: SampleFormat,
-    /// The layout of the leg's audio.
-    leg: SampleFormat,
     /// The rate every audio frame must carry, both ways.
     rate_hz: u32,
     events: bool,
@@ -30,7 +28,6 @@ impl AudioSocket {
     pub fn new(spec: &StreamSpec) -> AudioSocket {
         AudioSocket {
             format: spec.client_format(),
-            leg: spec.leg_format,
             rate_hz: spec.format.sample_rate(),
             events: spec.events,
         }
@@ -97,9 +94,12 @@ impl Dialect for AudioSocket {
         Some(server_event(event))
     }
 
+    fn audio_layout(&self) -> SampleFormat {
+        self.format
+    }
+
     fn audio(&mut self, frame: &LegFrame<'_>, arena: &mut Arena) -> Outbound {
-        let samples = frame.audio.len() / self.leg.sample_bytes();
-        let len = (samples * self.format.sample_bytes()).min(usize::from(u16::MAX)) as u16;
+        let len = frame.audio.len().min(usize::from(u16::MAX)) as u16;
         let [hi, lo] = len.to_be_bytes();
         let head = [
             Kind::Audio {
@@ -109,6 +109,6 @@ impl Dialect for AudioSocket {
             hi,
             lo,
         ];
-        arena.binary_with(&head, self.leg, self.format, frame.audio)
+        arena.binary_with(&head, frame.audio)
     }
 }

@@ -40,8 +40,6 @@ pub fn payload_type(format: Format) -> u8 {
 pub struct Rtp {
     /// The layout of the audio in the client's packets.
     format: SampleFormat,
-    /// The layout of the leg's audio.
-    leg: SampleFormat,
     payload_type: u8,
     events: bool,
     /// The client's packets, back in order.
@@ -61,7 +59,6 @@ impl Rtp {
         let window = spec.jitter_ms.div_ceil(PTIME_MS) as usize;
         Rtp {
             format: spec.client_format(),
-            leg: spec.leg_format,
             payload_type,
             events: spec.events,
             reorder: RtpReorder::new(window.max(1), 2 * frame_samples * 4),
@@ -109,8 +106,12 @@ impl Dialect for Rtp {
         Some(server_event(event))
     }
 
+    fn audio_layout(&self) -> SampleFormat {
+        self.format
+    }
+
     fn audio(&mut self, frame: &LegFrame<'_>, arena: &mut Arena) -> Outbound {
-        let samples = (frame.audio.len() / self.leg.sample_bytes()) as u64;
+        let samples = frame.samples;
         if let Some((chunk, position)) = self.sent_through
             && frame.chunk > chunk
         {
@@ -122,6 +123,6 @@ impl Dialect for Rtp {
         self.sent_through = Some((frame.chunk + 1, frame.position + samples));
         let mut head = [0u8; rtp::HEADER_LEN];
         rtp::write(&self.sender.next_header(samples as u32), &[], &mut head);
-        arena.binary_with(&head, self.leg, self.format, frame.audio)
+        arena.binary_with(&head, frame.audio)
     }
 }

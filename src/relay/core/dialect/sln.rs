@@ -12,8 +12,6 @@ use crate::relay::core::{EndReason, StreamSpec};
 pub struct Sln {
     /// The layout of the client's audio.
     format: SampleFormat,
-    /// The layout of the leg's audio.
-    leg: SampleFormat,
     events: bool,
 }
 
@@ -21,7 +19,6 @@ impl Sln {
     pub fn new(spec: &StreamSpec) -> Sln {
         Sln {
             format: spec.client_format(),
-            leg: spec.leg_format,
             events: spec.events,
         }
     }
@@ -58,7 +55,11 @@ impl Dialect for Sln {
         Some(server_event(event))
     }
 
+    fn audio_layout(&self) -> SampleFormat {
+        self.format
+    }
+
     fn audio(&mut self, frame: &LegFrame<'_>, arena: &mut Arena) -> Outbound {
-        arena.binary_with(&[], self.leg, self.format, frame.audio)
+        arena.binary_with(&[], frame.audio)
     }
 }

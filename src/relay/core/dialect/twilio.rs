@@ -16,8 +16,6 @@ use crate::relay::core::{EndReason, StreamSpec};
 
 #[derive(Debug)]
 pub struct Twilio {
-    /// The layout of the leg's audio.
-    leg: SampleFormat,
     /// The `sequenceNumber` of the last message sent (`start` is 1).
     seq: u64,
     stream_sid: String,
@@ -34,7 +32,6 @@ impl Twilio {
             Resource::Conference(id) => id.as_str().to_owned(),
         };
         Twilio {
-            leg: spec.leg_format,
             seq: 0,
             stream_sid: spec.stream_id.to_string(),
             call_sid,
@@ -121,11 +118,23 @@ impl Dialect for Twilio {
         Some(Outbound::Text(text.into()))
     }
 
+    fn audio_layout(&self) -> SampleFormat {
+        SampleFormat::Ulaw
+    }
+
     fn audio(&mut self, frame: &LegFrame<'_>, arena: &mut Arena) -> Outbound {
         let seq = self.next();
         let timestamp = frame.chunk.saturating_sub(1) * u64::from(PTIME_MS);
-        let (buf, ulaw) = arena.converted(self.leg, SampleFormat::Ulaw, frame.audio, 256);
-        twilio::write_media(buf, seq, &self.stream_sid, frame.chunk, timestamp, ulaw);
+        let need = twilio::media_len_bound(&self.stream_sid, frame.audio.len());
+        let buf = arena.room(need);
+        twilio::write_media(
+            buf,
+            seq,
+            &self.stream_sid,
+            frame.chunk,
+            timestamp,
+            frame.audio,
+        );
         arena.text()
     }
 }
