@@ -265,6 +265,40 @@ async fn twilio_by_default_and_the_servers_close_ends_the_stream_not_the_call() 
 }
 
 #[tokio::test]
+async fn media_stream_connect_as_an_action_over_rest() {
+    let (addr, mut rx) = server().await;
+    let service = Service::start(test_settings()).await;
+    let call = call(&service, "tone").await;
+    let (status, started) = service
+        .post(
+            &format!("/v1.0/calls/{}/actions", path(&call)),
+            Some(serde_json::json!({"type": "media_stream_connect",
+                "option": {"url": format!("ws://{addr}/action?x=1"), "encapsulation": "sln"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+    let id = started["id"].as_str().expect("the stream's id").to_owned();
+    assert_eq!(started["direction"], "outbound", "{started}");
+    let (target, mut ws) = accepted(&mut rx).await;
+    assert_eq!(target, "/action?x=1");
+    read_for(&mut ws, Duration::from_millis(800)).await;
+    let (audio, _, _) = read_for(&mut ws, Duration::from_secs(1)).await;
+    let samples = from_le(&audio);
+    let report = describe(&samples, &[1000.0]);
+    println!("a stream connected by an action: {report}");
+    assert!(tone_share(&samples, 1000.0) > 0.8, "{report}");
+    // Listed like any other, and stopped there.
+    let (status, view) = service.get(&format!("/v1.0/media_streams/{id}")).await;
+    assert_eq!((status, view["status"].as_str()), (200, Some("running")));
+    let (status, _) = service.delete(&format!("/v1.0/media_streams/{id}")).await;
+    assert_eq!(status, 200);
+    let (_, _, close) = read_for(&mut ws, Duration::from_secs(2)).await;
+    assert_eq!(close, Some(1000));
+    hangup(&ari().await, &call).await;
+    service.stop().await;
+}
+
+#[tokio::test]
 async fn a_flow_waits_for_the_stream_then_goes_on() {
     let (addr, mut rx) = server().await;
     let mut settings = test_settings();

@@ -355,6 +355,43 @@ async fn a_failing_action_stops_its_flow() {
 }
 
 #[tokio::test]
+async fn what_an_external_media_hears_follows_its_listen_direction() {
+    let service = Service::start(test_settings()).await;
+    // The call sends 600 Hz (its far end plays it) and is sent nothing.
+    let id = call(&service, "play-600").await;
+    for (listen, hears_the_tone) in [("in", true), ("out", false), ("both", true)] {
+        let (listener, host) = udp().await;
+        let view = start(
+            &service,
+            &format!("/v1.0/calls/{id}/external_media"),
+            serde_json::json!({"external_host": host, "direction_listen": listen, "direction_speak": "none"}),
+        )
+        .await;
+        assert_eq!(view["direction_listen"], listen);
+        capture_rtp(&listener, Duration::from_millis(800)).await;
+        let capture = capture_rtp(&listener, Duration::from_secs(1)).await;
+        let share = tone_share(&capture.samples, 600.0);
+        println!(
+            "direction_listen {listen}: {} packets, rms {:.0}, 600 Hz share {share:.2}",
+            capture.arrivals.len(),
+            rms(&capture.samples)
+        );
+        if hears_the_tone {
+            assert!(share > 0.8, "{listen}: {share}");
+        } else {
+            assert!(rms(&capture.samples) < 50.0, "{listen}: rms {}", rms(&capture.samples));
+        }
+        let em = view["id"].as_str().expect("id");
+        let (status, _) = service
+            .delete(&format!("/v1.0/external_medias/{em}"))
+            .await;
+        assert!(status == 200 || status == 204, "{status}");
+    }
+    hangup(&ari().await, &id).await;
+    service.stop().await;
+}
+
+#[tokio::test]
 async fn an_unknown_flow_leaves_the_call_alone() {
     let service = Service::start(test_settings()).await;
     let ari = ari().await;
