@@ -231,6 +231,46 @@ async fn play_into_an_echo_call_is_heard_and_exits_after_the_file() {
 }
 
 #[tokio::test]
+async fn record_a_conference() {
+    let service = Service::start(test_settings()).await;
+    // A conference of a 1000 Hz call and a 600 Hz one: the recording holds both.
+    let a = common::call(&service, "tone").await;
+    let b = common::call(&service, "play-600").await;
+    let conference = conference_with(&service, &[&a, &b]).await;
+    let out = temp_wav("record-conference");
+    let mut cmd = cli(&service);
+    cmd.args(["record", "--conference", &conference, "--seconds", "2"])
+        .arg(&out);
+    let (output, _) = run(cmd, Duration::from_secs(15)).await;
+    assert!(
+        output.status.success(),
+        "record failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let samples: Vec<i16> = hound::WavReader::open(&out)
+        .expect("a valid WAV")
+        .samples::<i16>()
+        .map(|s| s.expect("sample"))
+        .collect();
+    let seconds = samples.len() as f64 / 8000.0;
+    let tail = &samples[samples.len().min(5600)..];
+    let (low, high) = (tone_share(tail, 600.0), tone_share(tail, 1000.0));
+    println!("record --conference: {seconds:.2} s; 600 Hz {low:.2}, 1000 Hz {high:.2}");
+    assert!((1.8..=2.2).contains(&seconds), "{seconds} s recorded");
+    assert!(
+        low > 0.2 && high > 0.2,
+        "both calls: 600 Hz {low}, 1000 Hz {high}"
+    );
+    assert!(low + high > 0.8, "little but the two tones: {}", low + high);
+    let _ = std::fs::remove_file(&out);
+    let (status, _) = service
+        .delete(&format!("/v1.0/conferences/{conference}"))
+        .await;
+    assert_eq!(status, 204);
+    finish(service, &[&a, &b]).await;
+}
+
+#[tokio::test]
 async fn failures_and_usage_errors_have_their_exit_status() {
     let service = Service::start(test_settings()).await;
     // Right after /ready the service still refuses streams with 503 until it has removed a

@@ -379,12 +379,14 @@ async fn what_an_external_media_hears_follows_its_listen_direction() {
         if hears_the_tone {
             assert!(share > 0.8, "{listen}: {share}");
         } else {
-            assert!(rms(&capture.samples) < 50.0, "{listen}: rms {}", rms(&capture.samples));
+            assert!(
+                rms(&capture.samples) < 50.0,
+                "{listen}: rms {}",
+                rms(&capture.samples)
+            );
         }
         let em = view["id"].as_str().expect("id");
-        let (status, _) = service
-            .delete(&format!("/v1.0/external_medias/{em}"))
-            .await;
+        let (status, _) = service.delete(&format!("/v1.0/external_medias/{em}")).await;
         assert!(status == 200 || status == 204, "{status}");
     }
     hangup(&ari().await, &id).await;
