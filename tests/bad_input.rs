@@ -7,9 +7,14 @@ use reqwest::Method;
 
 #[tokio::test]
 async fn malformed_requests_get_json_errors_and_no_500() {
-    let ari = ari().await;
-    let service = Service::start(test_settings()).await;
-    let bridges_before = ari.bridges().await.expect("bridges").len();
+    // Everything the service asks Asterisk goes through a tap: refused requests must ask it to
+    // make or remove nothing.
+    let tap = common::tap::Tap::start().await;
+    let mut settings = test_settings();
+    settings.ari.url = tap.url.parse().expect("tap URL");
+    let service = Service::start(settings).await;
+    // The event socket's upgrade and the start-up sweep are behind us.
+    tap.take();
 
     let long = "x".repeat(300);
     let cases: Vec<(Method, String, Option<&str>, u16, &str)> = vec![
@@ -126,10 +131,18 @@ async fn malformed_requests_get_json_errors_and_no_500() {
         assert!(json["error"]["message"].is_string());
     }
 
-    assert_eq!(
-        ari.bridges().await.expect("bridges").len(),
-        bridges_before,
-        "no bridge created by refused requests"
+    // The control: a valid id the service must ask Asterisk about.
+    let unknown = unique_id("unknown");
+    let (status, _) = service.get(&format!("/v1.0/calls/{unknown}")).await;
+    assert_eq!(status, 404);
+    let asked = tap.take();
+    assert!(
+        asked.contains(&format!("GET /ari/channels/{unknown} HTTP/1.1")),
+        "the tap sees the service's requests: {asked:#?}"
+    );
+    assert!(
+        asked.iter().all(|line| line.starts_with("GET ")),
+        "refused requests changed something in Asterisk: {asked:#?}"
     );
     assert!(service.ready().await, "the service is still serving");
     service.stop().await;

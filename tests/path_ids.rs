@@ -252,7 +252,7 @@ fn assert_error_shape(answer: &Answer, want: (u16, &str), what: &str) {
 
 #[tokio::test]
 async fn no_id_reaches_another_path_in_asterisk() {
-    let ari = ari().await;
+    let _ari = ari().await;
     let tap = Tap::start().await;
     let mut settings = test_settings();
     settings.ari.url = tap.url.parse().expect("tap URL");
@@ -260,7 +260,6 @@ async fn no_id_reaches_another_path_in_asterisk() {
     let (status, conference) = service.post("/v1.0/conferences", None).await;
     assert_eq!(status, 201, "{conference}");
     let conference = conference["id"].as_str().expect("id").to_owned();
-    let bridges_before = ari.bridges().await.expect("bridges").len();
     // The event socket's upgrade and the start-up sweep are behind us.
     tap.take();
 
@@ -364,11 +363,7 @@ async fn no_id_reaches_another_path_in_asterisk() {
         asked.len()
     );
 
-    assert_eq!(
-        ari.bridges().await.expect("bridges").len(),
-        bridges_before,
-        "nothing created"
-    );
+    // Nothing was created: the tap saw only the reads above.
     assert!(leftovers(&service).await.is_empty());
     assert!(service.ready().await, "the service still serves");
     let (status, _) = service
