@@ -128,8 +128,11 @@ pub trait Dialect: std::fmt::Debug + Send {
     /// Decodes one client message into the core's inputs; an error ends the stream.
     fn decode(&mut self, message: Message<'_>, core: &mut dyn Inputs) -> Result<(), EndReason>;
     /// Words an event as it leaves for the client; `None` for one outside its
-    /// [`Dialect::vocabulary`] (never queued).
-    fn event(&mut self, event: &Event, arena: &mut Arena) -> Option<Outbound>;
+    /// [`Dialect::vocabulary`] (never queued). The service's own JSON events unless the
+    /// protocol has words of its own.
+    fn event(&mut self, event: &Event, _arena: &mut Arena) -> Option<Outbound> {
+        Some(server_event(event))
+    }
     /// Words a frame of the call's audio, as it leaves for the client.
     fn audio(&mut self, frame: &LegFrame<'_>, arena: &mut Arena) -> Outbound;
 }

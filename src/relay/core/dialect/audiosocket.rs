@@ -6,10 +6,7 @@
 
 use bytes::Bytes;
 
-use super::{
-    Arena, Command, Dialect, Event, Inputs, LegFrame, Message, Vocabulary, control, server_event,
-    started,
-};
+use super::{Arena, Command, Dialect, Inputs, LegFrame, Message, Vocabulary, control, started};
 use crate::codec::audiosocket::{self, Kind};
 use crate::media::transcode::SampleFormat;
 use crate::relay::Outbound;
@@ -88,10 +85,6 @@ impl Dialect for AudioSocket {
             }
         }
         Ok(())
-    }
-
-    fn event(&mut self, event: &Event, _: &mut Arena) -> Option<Outbound> {
-        Some(server_event(event))
     }
 
     fn audio_layout(&self) -> SampleFormat {

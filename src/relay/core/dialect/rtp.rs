@@ -7,9 +7,7 @@
 //! client, one packet per frame of the call's audio: a frame dropped for a slow client leaves
 //! its gap in the sequence numbers and timestamps, as a sender's loss would.
 
-use super::{
-    Arena, Dialect, Event, Inputs, LegFrame, Message, Vocabulary, control, server_event, started,
-};
+use super::{Arena, Dialect, Inputs, LegFrame, Message, Vocabulary, control, started};
 use crate::codec::rtp::{self, RtpSender};
 use crate::domain::Format;
 use crate::media::rtp_rx::RtpReorder;
@@ -100,10 +98,6 @@ impl Dialect for Rtp {
             _ => core.refused(),
         }
         Ok(())
-    }
-
-    fn event(&mut self, event: &Event, _: &mut Arena) -> Option<Outbound> {
-        Some(server_event(event))
     }
 
     fn audio_layout(&self) -> SampleFormat {

@@ -1,9 +1,7 @@
 //! `encapsulation=sln`: raw audio in binary messages (signed linear, little-endian, or μ-law
 //! with `format=ulaw`), the service's JSON controls and events in text messages (SPEC §5).
 
-use super::{
-    Arena, Dialect, Event, Inputs, LegFrame, Message, Vocabulary, control, server_event, started,
-};
+use super::{Arena, Dialect, Inputs, LegFrame, Message, Vocabulary, control, started};
 use crate::media::transcode::SampleFormat;
 use crate::relay::Outbound;
 use crate::relay::core::{EndReason, StreamSpec};
@@ -49,10 +47,6 @@ impl Dialect for Sln {
             }
             Message::Text(text) => core.command(control(text)?),
         }
-    }
-
-    fn event(&mut self, event: &Event, _: &mut Arena) -> Option<Outbound> {
-        Some(server_event(event))
     }
 
     fn audio_layout(&self) -> SampleFormat {
