@@ -168,6 +168,23 @@ async fn events_come_in_the_contract_order() {
     service.stop().await;
 }
 
+/// The digits of the first `n` `dtmf` events, waited for 5 s at most.
+async fn digits_back(client: &mut common::client::MediaClient, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let digits = |client: &common::client::MediaClient| -> Vec<String> {
+        client
+            .texts
+            .iter()
+            .filter(|t| t["type"] == "dtmf")
+            .filter_map(|t| t["digit"].as_str().map(str::to_owned))
+            .collect()
+    };
+    while digits(client).len() < n && Instant::now() < deadline {
+        client.listen(Duration::from_millis(50)).await;
+    }
+    digits(client)
+}
+
 #[tokio::test]
 async fn dtmf_goes_into_the_call_and_comes_back_as_an_event() {
     let service = Service::start(test_settings()).await;
@@ -176,18 +193,7 @@ async fn dtmf_goes_into_the_call_and_comes_back_as_an_event() {
     let mut client = stream_with_events(&service, &id, Enc::SlnSlin).await;
     client.listen(Duration::from_millis(300)).await;
     client.send_text(r#"{"type":"dtmf","digits":"5#"}"#).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while client.texts.iter().filter(|t| t["type"] == "dtmf").count() < 2
-        && Instant::now() < deadline
-    {
-        client.listen(Duration::from_millis(50)).await;
-    }
-    let digits: Vec<&str> = client
-        .texts
-        .iter()
-        .filter(|t| t["type"] == "dtmf")
-        .filter_map(|t| t["digit"].as_str())
-        .collect();
+    let digits = digits_back(&mut client, 2).await;
     assert_eq!(digits, vec!["5", "#"], "{:?}", client.texts);
     client.close().await;
     hangup(&ari().await, &id).await;
@@ -205,18 +211,7 @@ async fn an_audiosocket_client_plays_digits_and_hangs_up_with_frames() {
     client
         .send_binary(vec![0x03, 0, 1, b'7', 0x03, 0, 1, b'*'])
         .await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while client.texts.iter().filter(|t| t["type"] == "dtmf").count() < 2
-        && Instant::now() < deadline
-    {
-        client.listen(Duration::from_millis(50)).await;
-    }
-    let digits: Vec<&str> = client
-        .texts
-        .iter()
-        .filter(|t| t["type"] == "dtmf")
-        .filter_map(|t| t["digit"].as_str())
-        .collect();
+    let digits = digits_back(&mut client, 2).await;
     assert_eq!(digits, vec!["7", "*"], "{:?}", client.texts);
 
     // A hangup frame (0x00, empty) ends the stream as the client's own close does; the call
