@@ -123,7 +123,8 @@ pub fn start(seq: u64, who: &Identity<'_>, parameters: &Map<String, Value>) -> S
 
 /// 20 ms of the call's audio, appended to `out`: `chunk` counts from 1, `timestamp_ms` from
 /// the stream's start. Written field by field rather than through a JSON value, so that a
-/// stream's steady flow of these allocates nothing.
+/// stream's steady flow of these allocates nothing when the caller has made room for
+/// [`media_len_bound`] bytes (the buffer grows otherwise).
 pub fn write_media(
     out: &mut BytesMut,
     seq: u64,
@@ -132,7 +133,6 @@ pub fn write_media(
     timestamp_ms: u64,
     ulaw: &[u8],
 ) {
-    out.reserve(media_len_bound(stream_sid, ulaw.len()));
     // Writing into a `BytesMut` cannot fail.
     let _ = write!(
         out,
@@ -161,13 +161,6 @@ fn write_json_string(out: &mut BytesMut, text: &str) {
     let mut writer = bytes::BufMut::writer(out);
     // Serialising a `str` into memory cannot fail.
     let _ = serde_json::to_writer(&mut writer, text);
-}
-
-/// 20 ms of the call's audio as one message (see [`write_media`]).
-pub fn media(seq: u64, stream_sid: &str, chunk: u64, timestamp_ms: u64, ulaw: &[u8]) -> String {
-    let mut out = BytesMut::new();
-    write_media(&mut out, seq, stream_sid, chunk, timestamp_ms, ulaw);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn mark(seq: u64, stream_sid: &str, name: &str) -> String {
@@ -203,6 +196,12 @@ pub fn stop(seq: u64, who: &Identity<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn media(seq: u64, stream_sid: &str, chunk: u64, timestamp_ms: u64, ulaw: &[u8]) -> String {
+        let mut out = BytesMut::new();
+        write_media(&mut out, seq, stream_sid, chunk, timestamp_ms, ulaw);
+        String::from_utf8(out.to_vec()).expect("UTF-8")
+    }
 
     fn value(text: &str) -> Value {
         serde_json::from_str(text).expect("JSON")

@@ -34,7 +34,6 @@ use std::time::{Duration, Instant, SystemTime};
 pub mod dialect;
 
 use super::{Inbound, Outbound};
-use crate::codec::control::ServerEvent;
 pub use crate::domain::PTIME_MS;
 use crate::domain::{Encapsulation, Format, Resource};
 use crate::media::pacer::Pacer;
@@ -217,15 +216,7 @@ impl EndReason {
 
     /// The last messages of a stream: `stopped` (with `events`), then the close frame.
     pub fn farewell(&self, events: bool) -> impl Iterator<Item = Outbound> {
-        let stopped = events.then(|| {
-            Outbound::Text(
-                ServerEvent::Stopped {
-                    reason: self.stopped(),
-                }
-                .to_json()
-                .into(),
-            )
-        });
+        let stopped = events.then(|| dialect::server_event(&Event::Stopped(self.stopped())));
         let close = Outbound::Close {
             code: self.close_code(),
             reason: self.close_text(),
@@ -325,29 +316,21 @@ enum Queued {
 }
 
 /// Asterisk's audio waiting for a client, oldest first, at most [`CLIENT_RING_FRAMES`]
-/// frames, in buffers that are reused: a frame is copied in as it arrives and worded by the
-/// dialect as it leaves.
+/// frames, in buffers that are reused: a frame is converted in as it arrives and worded by
+/// the dialect as it leaves.
 #[derive(Debug)]
 struct AudioRing {
     /// The leg's layout, and the one the dialect words audio in: each frame is converted once,
     /// as it arrives.
     from: SampleFormat,
     to: SampleFormat,
-    frames: VecDeque<Waiting>,
+    frames: VecDeque<LegFrame>,
     /// Buffers of frames that have left, for the next ones.
     spare: Vec<Vec<u8>>,
     /// Frames the leg has sent so far.
     arrived: u64,
     /// Samples the leg has sent so far.
     position: u64,
-}
-
-#[derive(Debug)]
-struct Waiting {
-    chunk: u64,
-    position: u64,
-    samples: u64,
-    audio: Vec<u8>,
 }
 
 impl AudioRing {
@@ -377,7 +360,7 @@ impl AudioRing {
         audio.clear();
         crate::media::transcode::convert(self.from, self.to, payload, &mut audio);
         self.arrived += 1;
-        self.frames.push_back(Waiting {
+        self.frames.push_back(LegFrame {
             chunk: self.arrived,
             position: self.position,
             samples,
@@ -387,7 +370,7 @@ impl AudioRing {
         kept
     }
 
-    fn pop(&mut self) -> Option<Waiting> {
+    fn pop(&mut self) -> Option<LegFrame> {
         self.frames.pop_front()
     }
 
@@ -488,7 +471,7 @@ impl StreamCore {
             match queued {
                 Queued::Ready(message) => return Some(message),
                 Queued::Event(event) => {
-                    if let Some(message) = self.dialect.event(&event, &mut self.arena) {
+                    if let Some(message) = self.dialect.event(&event) {
                         return Some(message);
                     }
                 }
@@ -496,15 +479,7 @@ impl StreamCore {
         }
         let frame = state.audio.pop()?;
         state.client_stalled_since = None;
-        let message = self.dialect.audio(
-            &LegFrame {
-                chunk: frame.chunk,
-                position: frame.position,
-                samples: frame.samples,
-                audio: &frame.audio,
-            },
-            &mut self.arena,
-        );
+        let message = self.dialect.audio(&frame, &mut self.arena);
         state.audio.recycle(frame.audio);
         Some(message)
     }

@@ -133,7 +133,7 @@ impl SessionLink {
 }
 
 /// Why a stream ends whose session went away without a word.
-pub fn session_ended() -> EndReason {
+fn session_ended() -> EndReason {
     EndReason::Failure("the session ended".into())
 }
 

@@ -105,7 +105,7 @@ pub struct Status {
 /// One frame of the call's audio on its way to the client, in the dialect's
 /// [`Dialect::audio_layout`] (converted from the leg's as it arrived).
 #[derive(Debug)]
-pub struct LegFrame<'a> {
+pub struct LegFrame {
     /// Counts the leg's frames from 1 as they arrived: a frame dropped for a slow client leaves
     /// a gap here.
     pub chunk: u64,
@@ -113,7 +113,7 @@ pub struct LegFrame<'a> {
     pub position: u64,
     /// Samples in this frame.
     pub samples: u64,
-    pub audio: &'a [u8],
+    pub audio: Vec<u8>,
 }
 
 /// How one stream's client speaks. See the module documentation.
@@ -130,11 +130,11 @@ pub trait Dialect: std::fmt::Debug + Send {
     /// Words an event as it leaves for the client; `None` for one outside its
     /// [`Dialect::vocabulary`] (never queued). The service's own JSON events unless the
     /// protocol has words of its own.
-    fn event(&mut self, event: &Event, _arena: &mut Arena) -> Option<Outbound> {
+    fn event(&mut self, event: &Event) -> Option<Outbound> {
         Some(server_event(event))
     }
     /// Words a frame of the call's audio, as it leaves for the client.
-    fn audio(&mut self, frame: &LegFrame<'_>, arena: &mut Arena) -> Outbound;
+    fn audio(&mut self, frame: &LegFrame, arena: &mut Arena) -> Outbound;
 }
 
 /// The dialect a stream's encapsulation names. `seed` is the driver's randomness (RTP's SSRC,

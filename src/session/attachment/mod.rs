@@ -85,11 +85,7 @@ pub struct Attachment<'a> {
 }
 
 /// Channels to hang up and bridges to destroy.
-#[derive(Debug, Default)]
-struct Removal {
-    channels: Vec<String>,
-    bridges: Vec<String>,
-}
+type Removal = Vec<(String, Object)>;
 
 impl Attachments {
     pub fn new(
@@ -128,14 +124,12 @@ impl Attachments {
     /// Removes again what earlier teardowns could not (call it when Asterisk answers again);
     /// what still fails waits for the next call.
     pub async fn remove_unremoved(&self) {
-        let removal =
-            std::mem::take(&mut *self.unremoved.lock().unwrap_or_else(|p| p.into_inner()));
-        if removal.channels.is_empty() && removal.bridges.is_empty() {
+        let removal = std::mem::take(&mut *lock(&self.unremoved));
+        if removal.is_empty() {
             return;
         }
         tracing::info!(
-            channels = removal.channels.len(),
-            bridges = removal.bridges.len(),
+            objects = removal.len(),
             "removing what earlier teardowns could not"
         );
         // Tried once: what fails again waits for the next time Asterisk answers, so that this
@@ -152,15 +146,9 @@ impl Attachments {
     /// dead. What still fails is kept for [`Attachments::remove_unremoved`]: otherwise the
     /// object would outlive its stream.
     async fn remove(&self, removal: Removal, retry_for: Duration) {
-        let Removal { channels, bridges } = removal;
-        let all: Vec<String> = channels.iter().chain(&bridges).cloned().collect();
+        let all: Vec<String> = removal.iter().map(|(id, _)| id.clone()).collect();
         let mut gone = self.registry.expect_gone(&all);
-        let objects = channels
-            .into_iter()
-            .map(|id| (id, Object::Channel))
-            .chain(bridges.into_iter().map(|id| (id, Object::Bridge)))
-            .collect();
-        let mut core = RemovalCore::new(objects, Instant::now().into_std(), retry_for);
+        let mut core = RemovalCore::new(removal, Instant::now().into_std(), retry_for);
         let mut down = self.asterisk_down.clone();
         loop {
             let now = Instant::now().into_std();
@@ -214,18 +202,10 @@ impl Attachments {
             gone.skip(&id);
         }
         let unremoved_now = core.unremoved();
-        if !unremoved_now.is_empty() {
-            for (id, what) in &unremoved_now {
-                tracing::info!(what = what.name(), %id, "teardown: kept for when Asterisk answers");
-            }
-            let mut unremoved = self.unremoved.lock().unwrap_or_else(|p| p.into_inner());
-            for (id, what) in unremoved_now {
-                match what {
-                    Object::Channel => unremoved.channels.push(id),
-                    Object::Bridge => unremoved.bridges.push(id),
-                }
-            }
+        for (id, what) in &unremoved_now {
+            tracing::info!(what = what.name(), %id, "teardown: kept for when Asterisk answers");
         }
+        lock(&self.unremoved).extend(unremoved_now);
         gone.wait(&self.registry, GONE_TIMEOUT).await;
     }
 }
@@ -253,7 +233,7 @@ impl<'a> Attachment<'a> {
             core: FollowCore::new(&resource, channel),
             resource,
             tap,
-            doomed: Removal::default(),
+            doomed: Removal::new(),
             key: all.registry.new_key(),
             notices,
             notify,
@@ -289,7 +269,6 @@ impl<'a> Attachment<'a> {
         mut dtmf: impl FnMut(String),
         media_closed: impl Future<Output = ()>,
     ) -> Ended {
-        let media_closed = media_closed;
         tokio::pin!(media_closed);
         let mut closed = false;
         loop {
@@ -334,7 +313,7 @@ impl<'a> Attachment<'a> {
         self.all.registry.unwatch(self.key);
         self.retire();
         let mut removal = std::mem::take(&mut self.doomed);
-        removal.channels.push(self.core.channel().to_owned());
+        removal.push((self.core.channel().to_owned(), Object::Channel));
         self.all.remove(removal, REMOVAL_RETRY).await;
     }
 

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::removal::Object;
 use super::{Attachment, Attachments, internal_id, lock, wait_stasis_start};
 use crate::ari::{AriErrorKind, Channel};
 use crate::domain::external_media::Direction;
@@ -325,13 +326,12 @@ impl Attachment<'_> {
     pub(super) fn retire(&mut self) {
         match self.core.take_tie() {
             Some(Tie::Direct { call, bridge }) => {
-                self.doomed
-                    .bridges
-                    .extend(self.all.release_share(&call, &bridge));
+                let last = self.all.release_share(&call, &bridge);
+                self.doomed.extend(last.map(|b| (b, Object::Bridge)));
             }
             Some(Tie::Snoop { snoop, bridge }) => {
-                self.doomed.channels.push(snoop);
-                self.doomed.bridges.push(bridge);
+                self.doomed.push((snoop, Object::Channel));
+                self.doomed.push((bridge, Object::Bridge));
             }
             Some(Tie::Conference { .. }) | None => {}
         }

@@ -36,6 +36,16 @@ use crate::relay::worker::Workers;
 use crate::relay::{self, MediaLeg};
 use crate::telemetry::{KindLabels, Metrics, ReasonLabels};
 
+/// A stream ends as its attachment did: a hangup, or a failure.
+impl From<Ended> for EndReason {
+    fn from(ended: Ended) -> EndReason {
+        match ended {
+            Ended::Gone => EndReason::Hangup,
+            Ended::Failed(why) => EndReason::Failure(why),
+        }
+    }
+}
+
 /// What a client asked for.
 #[derive(Debug, Clone)]
 pub struct StreamRequest {
@@ -249,10 +259,7 @@ impl Streams {
     /// (the failure was a consequence), else a failure ([`Ended::after_failure`]).
     async fn ended_or_failed(&self, resource: &Resource, why: String) -> EndReason {
         let gone = self.attachments.resource_gone(resource).await;
-        match Ended::after_failure(gone, why) {
-            Ended::Gone => EndReason::Hangup,
-            Ended::Failed(why) => EndReason::Failure(why),
-        }
+        Ended::after_failure(gone, why).into()
     }
 
     /// Fails with the resource's 404 unless it exists.
@@ -449,11 +456,7 @@ impl Streams {
                     media_closed,
                 )
                 .await;
-            let reason = match ended {
-                Ended::Gone => EndReason::Hangup,
-                Ended::Failed(why) => EndReason::Failure(why),
-            };
-            let _ = signal_tx.send(Signal::End(reason));
+            let _ = signal_tx.send(Signal::End(ended.into()));
             std::future::pending::<Infallible>().await
         };
         let perform_actions = async {

@@ -91,7 +91,7 @@ impl Dialect for AudioSocket {
         self.format
     }
 
-    fn audio(&mut self, frame: &LegFrame<'_>, arena: &mut Arena) -> Outbound {
+    fn audio(&mut self, frame: &LegFrame, arena: &mut Arena) -> Outbound {
         let len = frame.audio.len().min(usize::from(u16::MAX)) as u16;
         let [hi, lo] = len.to_be_bytes();
         let head = [
@@ -102,6 +102,6 @@ impl Dialect for AudioSocket {
             hi,
             lo,
         ];
-        arena.binary_with(&head, frame.audio)
+        arena.binary_with(&head, &frame.audio)
     }
 }

@@ -104,7 +104,7 @@ impl Dialect for Rtp {
         self.format
     }
 
-    fn audio(&mut self, frame: &LegFrame<'_>, arena: &mut Arena) -> Outbound {
+    fn audio(&mut self, frame: &LegFrame, arena: &mut Arena) -> Outbound {
         let samples = frame.samples;
         if let Some((chunk, position)) = self.sent_through
             && frame.chunk > chunk
@@ -117,6 +117,6 @@ impl Dialect for Rtp {
         self.sent_through = Some((frame.chunk + 1, frame.position + samples));
         let mut head = [0u8; rtp::HEADER_LEN];
         rtp::write(&self.sender.next_header(samples as u32), &[], &mut head);
-        arena.binary_with(&head, frame.audio)
+        arena.binary_with(&head, &frame.audio)
     }
 }

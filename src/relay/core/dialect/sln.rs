@@ -53,7 +53,7 @@ impl Dialect for Sln {
         self.format
     }
 
-    fn audio(&mut self, frame: &LegFrame<'_>, arena: &mut Arena) -> Outbound {
-        arena.binary_with(&[], frame.audio)
+    fn audio(&mut self, frame: &LegFrame, arena: &mut Arena) -> Outbound {
+        arena.binary_with(&[], &frame.audio)
     }
 }

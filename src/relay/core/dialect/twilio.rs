@@ -104,7 +104,7 @@ impl Dialect for Twilio {
         }
     }
 
-    fn event(&mut self, event: &Event, _: &mut Arena) -> Option<Outbound> {
+    fn event(&mut self, event: &Event) -> Option<Outbound> {
         let text = match event {
             Event::Mark(name) => twilio::mark(self.next(), &self.stream_sid, name),
             Event::Dtmf(digit) => twilio::dtmf(self.next(), &self.stream_sid, digit),
@@ -122,7 +122,7 @@ impl Dialect for Twilio {
         SampleFormat::Ulaw
     }
 
-    fn audio(&mut self, frame: &LegFrame<'_>, arena: &mut Arena) -> Outbound {
+    fn audio(&mut self, frame: &LegFrame, arena: &mut Arena) -> Outbound {
         let seq = self.next();
         let timestamp = frame.chunk.saturating_sub(1) * u64::from(PTIME_MS);
         let need = twilio::media_len_bound(&self.stream_sid, frame.audio.len());
@@ -133,7 +133,7 @@ impl Dialect for Twilio {
             &self.stream_sid,
             frame.chunk,
             timestamp,
-            frame.audio,
+            &frame.audio,
         );
         arena.text()
     }
